@@ -1,0 +1,1 @@
+"""Executing tasks on hosts: the agent loop, transports and the terminator."""

@@ -1,0 +1,255 @@
+"""The agent loop: consume a task, refuse it if stale, dispatch by action, publish a result.
+
+Nothing a handler raises kills the agent: an AgentError becomes an error result with its
+error_code and retriable flag; anything else becomes INTERNAL_ERROR.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import structlog
+
+from agents.terminator import Terminator
+from agents.transports.base import Transport, TransportFactory
+from reaper_engine.audit import AuditSink
+from reaper_engine.clock import Clock, SystemClock
+from reaper_engine.detector import Detector
+from reaper_engine.errors import AgentError, TaskRefusedError, UnknownActionError
+from reaper_engine.models import (
+    Action,
+    AgentType,
+    KillOutcome,
+    KillRecord,
+    ReapData,
+    ReapParams,
+    ResultEvent,
+    ResultStatus,
+    ScanData,
+    Task,
+    VerifyData,
+    VerifyParams,
+)
+from reaper_engine.ports import EventBus, TaskQueue
+from reaper_engine.rules import DEFAULT_RULES, Rule
+from reaper_engine.safety import SafetyPolicy, SafetySettings
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[Task, Transport], ResultEvent]
+
+
+class BaseAgent:
+    agent_type: ClassVar[AgentType]
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        bus: EventBus,
+        transports: TransportFactory,
+        *,
+        rules: Sequence[Rule] = DEFAULT_RULES,
+        safety: SafetySettings | None = None,
+        clock: Clock | None = None,
+        audit: AuditSink | None = None,
+    ) -> None:
+        self.queue = queue
+        self.bus = bus
+        self.transports = transports
+        self.detector = Detector(rules)
+        self.safety = safety or SafetySettings()
+        self.clock: Clock = clock or SystemClock()
+        self.audit = audit
+        self._rules = {r.name: r for r in self.detector.rules}
+        self._handlers: dict[Action, Handler] = {
+            Action.DISCOVER: self.discover,
+            Action.SCAN: self.scan,
+            Action.REAP: self.reap,
+            Action.VERIFY: self.verify,
+        }
+        self.handled = 0
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, wait: float = 5.0) -> None:
+        """Consume until ``stop`` is set; ``queue.interrupt()`` makes a stop immediate."""
+        log.info("agent_started", agent_type=self.agent_type.value)
+        while not stop.is_set():
+            task = self.queue.consume(self.agent_type, timeout=wait)
+            if task is None:
+                continue
+            self.bus.publish(self.handle(task))
+            self.handled += 1
+        log.info("agent_stopped", agent_type=self.agent_type.value, handled=self.handled)
+
+    def handle(self, task: Task) -> ResultEvent:
+        with structlog.contextvars.bound_contextvars(
+            mission_id=task.mission_id, task_id=task.task_id, host_id=task.host_id
+        ):
+            try:
+                self._admit(task)
+                handler = self._handlers.get(task.action)
+                if handler is None:
+                    raise UnknownActionError(f"no handler for action '{task.action}'")
+                with self.transports.open(task.target) as transport:
+                    result = handler(task, transport)
+                log.info("task_done", action=task.action.value, status=result.status.value)
+                return result
+            except AgentError as err:
+                log.warning(
+                    "task_failed",
+                    action=task.action.value,
+                    error_code=err.error_code,
+                    error=str(err),
+                )
+                return ResultEvent.for_task(
+                    task,
+                    ResultStatus.ERROR,
+                    summary=str(err),
+                    error_code=err.error_code,
+                    retriable=err.retriable,
+                    ts=self.clock.now(),
+                )
+            except Exception as err:
+                log.exception("task_crashed", action=task.action.value)
+                return ResultEvent.for_task(
+                    task,
+                    ResultStatus.ERROR,
+                    summary=f"{type(err).__name__}: {err}",
+                    stderr_tail=repr(err),
+                    error_code="INTERNAL_ERROR",
+                    retriable=False,
+                    ts=self.clock.now(),
+                )
+
+    def _admit(self, task: Task) -> None:
+        if task.agent_type is not self.agent_type:
+            raise TaskRefusedError(
+                f"task for {task.agent_type} reached {self.agent_type}", error_code="WRONG_AGENT"
+            )
+        if task.target.os is not self.agent_type.os:
+            raise TaskRefusedError(
+                f"{self.agent_type} cannot handle a {task.target.os} host", error_code="WRONG_AGENT"
+            )
+        if task.is_expired(self.clock.now()):
+            # A stale kill must never fire late; the engine decides whether to retry.
+            raise TaskRefusedError(
+                f"deadline {task.deadline.isoformat()} has passed",
+                error_code="DEADLINE_EXCEEDED",
+                retriable=True,
+            )
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def discover(self, task: Task, transport: Transport) -> ResultEvent:
+        facts = transport.facts()
+        summary = (
+            f"{facts.hostname}: {facts.os_version or facts.os}, {facts.process_count} processes"
+        )
+        return self._success(task, summary, facts.model_dump(mode="json"))
+
+    def scan(self, task: Task, transport: Transport) -> ResultEvent:
+        listing = transport.list_processes()
+        findings = self.detector.evaluate(
+            listing.processes,
+            now=self.clock.now(),
+            host_id=task.host_id,
+            policy=SafetyPolicy(self.safety, transport.vantage()),
+        )
+        data = ScanData(
+            processes_scanned=len(listing.processes),
+            findings=tuple(findings),
+            skipped=dict(listing.skipped),
+        )
+        protected = sum(1 for f in findings if not f.killable)
+        summary = f"{len(listing.processes)} processes, {len(findings)} finding(s)"
+        if protected:
+            summary += f" ({protected} not killable)"
+        return self._success(task, summary, data.model_dump(mode="json"))
+
+    def reap(self, task: Task, transport: Transport) -> ResultEvent:
+        approved = ReapParams.model_validate(task.params).approved
+        policy = SafetyPolicy(self.safety, transport.vantage())
+        # Kill only what is approved AND still selected by a rule now: state may have changed.
+        current = {
+            f.identity.key: f
+            for f in self.detector.evaluate(
+                transport.list_processes().processes,
+                now=self.clock.now(),
+                host_id=task.host_id,
+                policy=policy,
+            )
+        }
+        terminator = Terminator(
+            transport,
+            policy,
+            clock=self.clock,
+            audit=self.audit,
+            mission_id=task.mission_id,
+            task_id=task.task_id,
+        )
+        kills: list[KillRecord] = []
+        not_matching = []
+        for identity in approved:
+            if task.is_expired(self.clock.now()):
+                log.warning("reap_deadline_reached", remaining=len(approved) - len(kills))
+                break
+            finding = current.get(identity.key)
+            if finding is None:
+                not_matching.append(identity)
+                continue
+            kills.append(
+                terminator.terminate(
+                    finding, self._rules[finding.rule].action, dry_run=task.dry_run
+                )
+            )
+        data = ReapData(kills=tuple(kills), not_matching=tuple(not_matching))
+        failed = [k for k in kills if k.outcome in (KillOutcome.FAILED, KillOutcome.DENIED)]
+        unfinished = len(kills) + len(not_matching) < len(approved)
+        status = ResultStatus.PARTIAL if failed or unfinished else ResultStatus.SUCCESS
+        return self._success(
+            task, _reap_summary(kills, not_matching), data.model_dump(mode="json"), status=status
+        )
+
+    def verify(self, task: Task, transport: Transport) -> ResultEvent:
+        expected = VerifyParams.model_validate(task.params).expected_gone
+        listing = transport.list_processes()
+        alive = [
+            i
+            for i in expected
+            if any(i.same_process(p.pid, p.create_time) for p in listing.processes)
+        ]
+        findings = self.detector.evaluate(
+            listing.processes,
+            now=self.clock.now(),
+            host_id=task.host_id,
+            policy=SafetyPolicy(self.safety, transport.vantage()),
+        )
+        data = VerifyData(
+            still_alive=tuple(alive),
+            findings=tuple(findings),
+            processes_scanned=len(listing.processes),
+        )
+        summary = f"{len(expected) - len(alive)}/{len(expected)} gone"
+        status = ResultStatus.PARTIAL if alive else ResultStatus.SUCCESS
+        return self._success(task, summary, data.model_dump(mode="json"), status=status)
+
+    def _success(
+        self,
+        task: Task,
+        summary: str,
+        data: dict[str, object],
+        status: ResultStatus = ResultStatus.SUCCESS,
+    ) -> ResultEvent:
+        return ResultEvent.for_task(task, status, summary=summary, data=data, ts=self.clock.now())
+
+
+def _reap_summary(kills: Sequence[KillRecord], not_matching: Sequence[object]) -> str:
+    counts: dict[str, int] = {}
+    for kill in kills:
+        counts[kill.outcome.value] = counts.get(kill.outcome.value, 0) + 1
+    if not_matching:
+        counts["no_longer_matching"] = len(not_matching)
+    return ", ".join(f"{n} {what}" for what, n in counts.items()) or "nothing to do"

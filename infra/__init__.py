@@ -1,0 +1,1 @@
+"""Adapters for the domain's ports (in-memory, Redis), logging and settings."""

@@ -1,0 +1,201 @@
+"""Reaper demo: one mission over a simulated lab, with every part of fleet mode in one process.
+
+In-memory task queue, event bus and mission store; an Overseer; a MissionEngine with the
+rule-based planner; Linux, macOS and Windows agents on their own threads, reaching simulated
+hosts whose process tables come from fixtures (seed 000's incident among them). Progress is
+printed as results arrive; the demo ends when the mission does and prints a per-host table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from agents.simulation import SimulatedLab
+from infra.logging import configure_logging
+from overseer.bootstrap import in_memory_fleet
+from overseer.inventory import load_inventory
+from reaper_engine.engine import EngineNotice
+from reaper_engine.errors import ConfigError
+from reaper_engine.models import MissionKind, MissionOptions, MissionState, TransportKind
+
+DEFAULT_INVENTORY = Path(__file__).resolve().parent / "examples" / "lab.toml"
+
+EXIT_OK, EXIT_MISSION_FAILED, EXIT_TIMEOUT, EXIT_BAD_INPUT = 0, 1, 2, 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python main.py",
+        description="Run one Reaper mission over a simulated lab, in memory, and show the "
+        "outcome per host. Nothing on this machine is touched.",
+        epilog="Exit codes: 0 mission completed, 1 mission failed (every host failed), "
+        "2 timed out, 3 invalid inventory or options.",
+    )
+    parser.add_argument(
+        "--inventory",
+        type=Path,
+        default=DEFAULT_INVENTORY,
+        help="inventory TOML file (default: examples/lab.toml)",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=[k.value for k in MissionKind],
+        default="reap",
+        help="audit: discover and scan only; reap: also kill and verify (default: reap)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="decide and audit every kill, send no signal"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="give up waiting for the mission after this many seconds (default: 30)",
+    )
+    parser.add_argument(
+        "--task-timeout",
+        type=float,
+        default=10.0,
+        help="deadline of each task in seconds (default: 10)",
+    )
+    parser.add_argument(
+        "--backoff",
+        type=float,
+        default=0.2,
+        help="first retry delay in seconds, doubled per attempt (default: 0.2)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the final table")
+    parser.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default="console",
+        help="format of the log on stderr (default: console)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="log every event to stderr (default: errors only)"
+    )
+    return parser.parse_args(argv)
+
+
+class Progress:
+    """Prints one line per result, lock and host outcome, as the engine reports them."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.started = time.monotonic()
+
+    def __call__(self, notice: EngineNotice) -> None:
+        if self.quiet or notice.kind == "dispatched":
+            return
+        elapsed = time.monotonic() - self.started
+        marks = {
+            "applied": "·",
+            "host_locked": "LOCKED",
+            "host_done": "done",
+            "mission_finished": "MISSION",
+        }
+        host = notice.host_id or "-"
+        print(
+            f"{elapsed:6.2f}s  {host:<13} {marks.get(notice.kind, notice.kind):<7} {notice.detail}",
+            flush=True,
+        )
+
+
+def render_table(state: MissionState) -> str:
+    header = (
+        "HOST",
+        "OS",
+        "STATUS",
+        "OUTCOME",
+        "FAILURES",
+        "LOCKED",
+        "FINDINGS",
+        "SPARED",
+        "KILLS",
+    )
+    rows = [header]
+    for host in state.hosts.values():
+        spared = sum(1 for f in host.findings if not f.killable)
+        rows.append(
+            (
+                host.host_id,
+                host.os.value,
+                host.last_status.value,
+                host.outcome.value if host.outcome else "-",
+                f"{host.failure_count}/{host.max_failures}",
+                "yes" if host.locked else "no",
+                str(len(host.findings)),
+                str(spared),
+                str(host.successful_kills),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    details = [
+        f"  {h.host_id}: {h.outcome_detail}" for h in state.hosts.values() if h.outcome_detail
+    ]
+    spared = [
+        f"  {h.host_id} pid {f.identity.pid} ({f.name}): {f.rule} matched, "
+        f"{f.protected_by or 'report-only rule'}"
+        for h in state.hosts.values()
+        for f in h.findings
+        if not f.killable
+    ]
+    return "\n".join([*lines, "", *details, *(["", "Spared:", *spared] if spared else [])])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Progress lines already show failures; the log adds detail only when asked for.
+    configure_logging(args.log_format, "info" if args.verbose else "error")
+    try:
+        inventory = load_inventory(args.inventory)
+        options = MissionOptions(
+            dry_run=args.dry_run,
+            task_timeout_seconds=args.task_timeout,
+            retry_backoff_seconds=args.backoff,
+        )
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    lab = SimulatedLab(base_dir=args.inventory.resolve().parent)
+    progress = Progress(args.quiet)
+    with in_memory_fleet({TransportKind.SIMULATED: lab}, listener=progress) as fleet:
+        try:
+            state = fleet.overseer.create_mission(args.kind, inventory, options)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if not args.quiet:
+            mode = " (dry run)" if args.dry_run else ""
+            print(
+                f"mission {state.mission_id}: {args.kind}{mode} over {len(state.hosts)} hosts "
+                f"of {inventory.name}",
+                flush=True,
+            )
+        final = fleet.overseer.wait_for(state.mission_id, timeout=args.timeout)
+
+    print()
+    print(
+        f"mission {final.mission_id} {final.status.value} in "
+        f"{time.monotonic() - progress.started:.2f}s: "
+        f"{final.counters.findings} findings, {final.counters.kills} killed, "
+        f"{final.counters.kill_failures} failed kills, {final.counters.retries} retries"
+    )
+    print(render_table(final))
+    if not final.status.is_terminal:
+        print(f"error: mission still {final.status.value} after {args.timeout:g}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    return EXIT_MISSION_FAILED if final.status.value == "failed" else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""The audit trail: one record per kill decision (seed 000's fields + outcome, start time)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from reaper_engine.models import Finding, KillRecord
+
+
+class AuditRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timestamp: AwareDatetime
+    action: str  # kill | dry_run | refuse
+    pid: int
+    start_time: float
+    command: str
+    rule: str
+    priority: str
+    reason: str
+    signal: str | None
+    cpu_percent: float
+    memory_mb: float
+    age_hours: float
+    user: str | None
+    hostname: str
+    config_file: str | None = None
+    dry_run: bool
+    outcome: str
+    detail: str = ""
+    mission_id: str | None = None
+    task_id: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        finding: Finding,
+        record: KillRecord,
+        *,
+        timestamp: AwareDatetime,
+        hostname: str,
+        config_file: str | None = None,
+        mission_id: str | None = None,
+        task_id: str | None = None,
+    ) -> AuditRecord:
+        action = "dry_run" if record.dry_run else ("kill" if record.signals else "refuse")
+        return cls(
+            timestamp=timestamp,
+            action=action,
+            pid=finding.identity.pid,
+            start_time=finding.identity.create_time,
+            command=finding.command,
+            rule=finding.rule,
+            priority=finding.priority.value,
+            reason=finding.reason,
+            signal=record.signals[-1] if record.signals else None,
+            cpu_percent=finding.cpu_percent,
+            memory_mb=finding.rss_mb,
+            age_hours=round(finding.age_seconds / 3600, 2),
+            user=finding.user,
+            hostname=hostname,
+            config_file=config_file,
+            dry_run=record.dry_run,
+            outcome=record.outcome.value,
+            detail=record.detail,
+            mission_id=mission_id,
+            task_id=task_id,
+        )
+
+
+class AuditSink(Protocol):
+    def record(self, entry: AuditRecord) -> None: ...

@@ -1,0 +1,167 @@
+"""Rule evaluation: which rule, if any, selects each process, and why.
+
+Rules are evaluated in priority order (critical first, then the order they were given); the
+first rule whose every condition holds produces the finding. Regexes are compiled once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from reaper_engine.humanize import duration
+from reaper_engine.models import Finding, ProcessIdentity, ProcessInfo
+from reaper_engine.rules import Rule
+from reaper_engine.safety import SafetyPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One predicate of a rule against one process."""
+
+    predicate: str
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    rule: Rule
+    include: tuple[re.Pattern[str], ...]
+    exclude: tuple[re.Pattern[str], ...]
+
+
+class Detector:
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        enabled = [r for r in rules if r.enabled]
+        ordered = sorted(enumerate(enabled), key=lambda ir: (ir[1].priority.rank, ir[0]))
+        self.rules = tuple(r for _, r in ordered)
+        self._compiled = tuple(
+            _Compiled(
+                rule=r,
+                include=tuple(re.compile(p) for p in r.conditions.command_patterns),
+                exclude=tuple(re.compile(p) for p in r.conditions.exclude_patterns),
+            )
+            for r in self.rules
+        )
+
+    def evaluate(
+        self,
+        processes: Iterable[ProcessInfo],
+        *,
+        now: datetime,
+        host_id: str,
+        policy: SafetyPolicy | None = None,
+    ) -> list[Finding]:
+        """Findings, most urgent first; protected processes are marked, never dropped silently."""
+        findings: list[Finding] = []
+        for proc in processes:
+            for compiled in self._compiled:
+                checks = _check(compiled, proc, now)
+                if all(c.held for c in checks):
+                    protection = policy.protection_for(proc) if policy else None
+                    findings.append(_finding(compiled.rule, proc, checks, now, host_id, protection))
+                    break
+        findings.sort(key=lambda f: f.priority.rank)
+        return findings
+
+    def explain(self, proc: ProcessInfo, *, now: datetime) -> list[tuple[Rule, list[Check]]]:
+        """Every enabled rule with each of its predicates and whether it held."""
+        return [(c.rule, _check(c, proc, now)) for c in self._compiled]
+
+
+def _check(compiled: _Compiled, proc: ProcessInfo, now: datetime) -> list[Check]:
+    cond = compiled.rule.conditions
+    command = proc.command
+    age = proc.age_seconds(now)
+    checks: list[Check] = []
+    if cond.cpu_percent_min is not None:
+        checks.append(
+            Check(
+                f"cpu {proc.cpu_percent:.1f}% >= {cond.cpu_percent_min:g}%",
+                proc.cpu_percent >= cond.cpu_percent_min,
+            )
+        )
+        if cond.duration_seconds is not None:
+            # Sustained load: the process is old enough and its lifetime average is that high.
+            lifetime = proc.lifetime_cpu_percent(now)
+            checks.append(
+                Check(
+                    f"sustained {lifetime:.1f}% over {duration(age)} "
+                    f"(>= {cond.cpu_percent_min:g}% for {duration(cond.duration_seconds)})",
+                    age >= cond.duration_seconds and lifetime >= cond.cpu_percent_min,
+                )
+            )
+    if cond.cpu_percent_max is not None:
+        checks.append(
+            Check(
+                f"cpu {proc.cpu_percent:.1f}% <= {cond.cpu_percent_max:g}%",
+                proc.cpu_percent <= cond.cpu_percent_max,
+            )
+        )
+    min_age = cond.min_age_seconds
+    if min_age is not None:
+        checks.append(Check(f"age {duration(age)} >= {duration(min_age)}", age >= min_age))
+    if cond.memory_mb_min is not None:
+        checks.append(
+            Check(
+                f"memory {proc.rss_mb:.0f} MB >= {cond.memory_mb_min:g} MB",
+                proc.rss_mb >= cond.memory_mb_min,
+            )
+        )
+    if cond.states:
+        checks.append(
+            Check(
+                f"state {proc.status.value} in {[s.value for s in cond.states]}",
+                proc.status in cond.states,
+            )
+        )
+    if cond.users:
+        checks.append(Check(f"user {proc.user} in {list(cond.users)}", proc.user in cond.users))
+    if compiled.include:
+        hit = next((p.pattern for p in compiled.include if p.search(command)), None)
+        checks.append(
+            Check(
+                f"command matches {hit!r}" if hit else "command matches a pattern", hit is not None
+            )
+        )
+    if compiled.exclude:
+        hit = next((p.pattern for p in compiled.exclude if p.search(command)), None)
+        checks.append(
+            Check(f"command excluded by {hit!r}" if hit else "command not excluded", hit is None)
+        )
+    return checks
+
+
+def _finding(
+    rule: Rule,
+    proc: ProcessInfo,
+    checks: list[Check],
+    now: datetime,
+    host_id: str,
+    protection: str | None,
+) -> Finding:
+    age = proc.age_seconds(now)
+    cond = rule.conditions
+    if cond.cpu_percent_min is not None:
+        reason = f"CPU {proc.cpu_percent:.1f}% for {duration(age)}"
+    elif cond.memory_mb_min is not None:
+        reason = f"memory {proc.rss_mb:.0f} MB (age {duration(age)})"
+    else:
+        reason = f"age {duration(age)}, CPU {proc.cpu_percent:.1f}%"
+    return Finding(
+        identity=ProcessIdentity(host_id=host_id, pid=proc.pid, create_time=proc.create_time),
+        rule=rule.name,
+        priority=rule.priority,
+        reason=f"{rule.name}: {reason}",
+        matched=tuple(c.predicate for c in checks),
+        command=proc.command,
+        name=proc.name,
+        user=proc.user,
+        cpu_percent=proc.cpu_percent,
+        rss_mb=round(proc.rss_mb, 2),
+        age_seconds=round(age, 1),
+        protected_by=protection,
+        report_only=rule.action.type == "report",
+    )

@@ -1,0 +1,595 @@
+"""MissionEngine: one per mission; turns result events into state changes and new tasks.
+
+Every change is load -> modify -> compare-and-set save, retried on a concurrent update, and
+only then are its side effects (publishing tasks, discarding queued ones, notices) carried
+out. An event is acknowledged on the bus only after the state change it caused is saved, so a
+crash at any point loses nothing: unacknowledged events are re-delivered, and re-applying
+an event whose task is already completed changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import structlog
+from pydantic import ValidationError
+
+from reaper_engine.clock import Clock, SystemClock
+from reaper_engine.errors import ConcurrentUpdateError
+from reaper_engine.models import (
+    Action,
+    DiscoverData,
+    HostOutcome,
+    HostState,
+    HostStatus,
+    KillOutcome,
+    MissionKind,
+    MissionState,
+    MissionStatus,
+    PendingTask,
+    ReapData,
+    ReapParams,
+    ResultEvent,
+    ResultStatus,
+    ScanData,
+    Task,
+    TaskRecord,
+    VerifyData,
+)
+from reaper_engine.outcomes import decide_outcome, is_failed_outcome
+from reaper_engine.planner import PlannedTask, Planner
+from reaper_engine.ports import Delivery, EventBus, MissionStore, TaskQueue
+
+log = structlog.get_logger(__name__)
+
+TIMEOUT_ERROR = "TASK_TIMEOUT"
+BAD_DATA_ERROR = "BAD_RESULT_DATA"
+_SAVE_RETRIES = 8
+
+
+class ApplyResult(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"  # the task already has a result: nothing changes
+    UNKNOWN_MISSION = "unknown_mission"
+    UNKNOWN_TASK = "unknown_task"
+    MISMATCH = "mismatch"  # the event does not describe the task it names
+
+
+@dataclass(frozen=True, slots=True)
+class EngineNotice:
+    """A change worth showing to a person (the demo's progress lines, dashboards)."""
+
+    kind: str  # dispatched | applied | host_locked | host_done | mission_finished
+    mission_id: str
+    host_id: str | None
+    detail: str
+    state: MissionState
+
+
+Listener = Callable[[EngineNotice], None]
+
+
+@dataclass
+class _Effects:
+    publish: list[Task] = field(default_factory=list)
+    discard: list[str] = field(default_factory=list)
+    notices: list[tuple[str, str | None, str]] = field(default_factory=list)
+
+    def note(self, kind: str, host_id: str | None, detail: str) -> None:
+        self.notices.append((kind, host_id, detail))
+
+
+class MissionEngine:
+    def __init__(
+        self,
+        mission_id: str,
+        *,
+        store: MissionStore,
+        queue: TaskQueue,
+        bus: EventBus,
+        planner: Planner,
+        clock: Clock | None = None,
+        listener: Listener | None = None,
+        redeliver_after_seconds: float = 30.0,
+        max_deliveries: int = 3,
+    ) -> None:
+        self.mission_id = mission_id
+        self.store = store
+        self.queue = queue
+        self.bus = bus
+        self.planner = planner
+        self.clock: Clock = clock or SystemClock()
+        self.listener = listener
+        self.redeliver_after_seconds = redeliver_after_seconds
+        self.max_deliveries = max_deliveries
+        self._lock = threading.RLock()
+        self._log = log.bind(mission_id=mission_id)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def start_mission(self, state: MissionState) -> MissionState:
+        """Store ``state`` (a new mission), plan its first tasks and dispatch them."""
+        if state.mission_id != self.mission_id:
+            raise ValueError(f"state is for mission '{state.mission_id}', not '{self.mission_id}'")
+        now = self.clock.now()
+        fx = _Effects()
+        state = state.model_copy(deep=True)
+        state.status = MissionStatus.RUNNING
+        state.created_at = state.updated_at = now
+        planned = self._ask_planner(lambda: self.planner.initial_tasks(state))
+        self._admit(state, planned, fx, now)
+        self._dispatch_due(state, fx, now)
+        self._settle(state, fx, now)
+        with self._lock:
+            saved = self.store.create(state)
+            self._log.info(
+                "mission_started",
+                kind=state.kind.value,
+                hosts=len(state.hosts),
+                planner=self.planner.name,
+                dry_run=state.options.dry_run,
+            )
+            self._carry_out(saved, fx)
+        return saved
+
+    def process_result(self, event: ResultEvent) -> ApplyResult:
+        """Apply one result. Safe to call again with the same event: the second call is a no-op."""
+        verdict = ApplyResult.APPLIED
+
+        def change(state: MissionState, fx: _Effects) -> bool:
+            nonlocal verdict
+            if event.task_id in state.completed_tasks:
+                verdict = ApplyResult.DUPLICATE
+                return False
+            pending = state.pending_tasks.get(event.task_id)
+            if pending is None:
+                verdict = ApplyResult.UNKNOWN_TASK
+                return False
+            task = pending.task
+            if (event.host_id, event.action, event.agent_type) != (
+                task.host_id,
+                task.action,
+                task.agent_type,
+            ):
+                verdict = ApplyResult.MISMATCH
+                return False
+            verdict = ApplyResult.APPLIED
+            self._apply(state, task, event, fx, self.clock.now())
+            return True
+
+        if event.mission_id != self.mission_id or self._mutate(change) is None:
+            verdict = ApplyResult.UNKNOWN_MISSION
+        if verdict is not ApplyResult.APPLIED:
+            level = "info" if verdict is ApplyResult.DUPLICATE else "warning"
+            self._log.log(
+                _LEVELS[level],
+                f"result_{verdict.value}",
+                task_id=event.task_id,
+                host_id=event.host_id,
+                action=event.action.value,
+            )
+        return verdict
+
+    def tick(self) -> MissionState | None:
+        """Dispatch tasks whose backoff is over; turn overdue tasks into timeout results."""
+
+        def change(state: MissionState, fx: _Effects) -> bool:
+            if state.status.is_terminal:
+                return False
+            now = self.clock.now()
+            changed = False
+            for task_id, pending in list(state.pending_tasks.items()):
+                if task_id not in state.pending_tasks or pending.dispatched_at is None:
+                    continue
+                if pending.task.is_expired(now):
+                    fx.discard.append(task_id)  # never let a stale task run late
+                    self._apply(state, pending.task, _timeout_result(pending.task, now), fx, now)
+                    changed = True
+            changed |= self._dispatch_due(state, fx, now)
+            if changed:
+                state.updated_at = now
+            return changed
+
+        return self._mutate(change)
+
+    def cancel(self, reason: str = "cancelled by operator") -> MissionState | None:
+        """Stop scheduling: queued tasks are withdrawn, late results are ignored."""
+
+        def change(state: MissionState, fx: _Effects) -> bool:
+            if state.status.is_terminal:
+                return False
+            now = self.clock.now()
+            fx.discard.extend(state.pending_tasks)
+            state.pending_tasks = {}
+            state.status = MissionStatus.CANCELLED
+            state.finished_at = state.updated_at = now
+            for host in state.hosts.values():
+                if host.outcome is None:
+                    host.outcome = HostOutcome.CANCELLED
+                    host.outcome_detail = reason
+            fx.note("mission_finished", None, f"cancelled: {reason}")
+            return True
+
+        return self._mutate(change)
+
+    def resume(self) -> int:
+        """After a restart: re-publish every dispatched task still awaiting a result.
+
+        Delivery is at-least-once; queues drop a task id that is still queued, and a task run
+        twice reports a result that is applied once.
+        """
+        state = self.store.load(self.mission_id)
+        if state is None or state.status.is_terminal:
+            return 0
+        tasks = [p.task for p in state.pending_tasks.values() if p.dispatched_at is not None]
+        count = self.queue.publish_many(tasks)
+        if count:
+            self._log.info("mission_resumed", republished=count)
+        return count
+
+    def run_event_loop(
+        self, stop: threading.Event, *, max_wait: float = 5.0, resume: bool = False
+    ) -> MissionState | None:
+        """Apply results until the mission ends or ``stop`` is set; returns the last state.
+
+        ``resume=True`` is for an engine taking over a mission after a crash or restart: it
+        re-publishes in-flight tasks and reclaims events another reader left unacknowledged.
+        """
+        with structlog.contextvars.bound_contextvars(mission_id=self.mission_id):
+            if resume:
+                self.resume()
+                for delivery in self.bus.claim_stale(self.mission_id, min_idle_seconds=0):
+                    self.handle_delivery(delivery)
+            next_claim = time.monotonic() + self.redeliver_after_seconds / 2
+            state = self.store.load(self.mission_id)
+            while not stop.is_set():
+                state = self.tick()
+                if state is None or state.status.is_terminal:
+                    break
+                wait = max_wait
+                wakeup = state.next_wakeup()
+                if wakeup is not None:
+                    due_in = (wakeup - self.clock.now()).total_seconds()
+                    wait = min(max_wait, max(0.0, due_in))
+                deliveries = self.bus.read(self.mission_id, timeout=wait)
+                if time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + self.redeliver_after_seconds / 2
+                    deliveries += self.bus.claim_stale(
+                        self.mission_id, min_idle_seconds=self.redeliver_after_seconds
+                    )
+                for delivery in deliveries:
+                    self.handle_delivery(delivery)
+            return self.store.load(self.mission_id) if state is not None else None
+
+    def handle_delivery(self, delivery: Delivery) -> None:
+        """Process one delivery; acknowledge it only once its change is saved."""
+        try:
+            self.process_result(delivery.event)
+        except Exception as err:  # noqa: BLE001 - a poison event must not kill the engine
+            self._log.exception(
+                "result_processing_failed",
+                task_id=delivery.event.task_id,
+                deliveries=delivery.deliveries,
+            )
+            if delivery.deliveries >= self.max_deliveries:
+                self.bus.dead_letter(delivery, f"{type(err).__name__}: {err}")
+            return  # left pending: re-delivered by claim_stale
+        self.bus.ack(self.mission_id, [delivery.delivery_id])
+
+    # -- state changes ----------------------------------------------------------------------
+
+    def _mutate(self, change: Callable[[MissionState, _Effects], bool]) -> MissionState | None:
+        """Load, change, compare-and-set save (retrying on conflict), then carry out effects."""
+        with self._lock:
+            for _ in range(_SAVE_RETRIES):
+                state = self.store.load(self.mission_id)
+                if state is None:
+                    return None
+                fx = _Effects()
+                if not change(state, fx):
+                    return state
+                try:
+                    saved = self.store.save(state)
+                except ConcurrentUpdateError:
+                    self._log.info("mission_save_conflict_retrying")
+                    continue
+                self._carry_out(saved, fx)
+                return saved
+            raise ConcurrentUpdateError(
+                f"mission '{self.mission_id}' kept changing under us ({_SAVE_RETRIES} tries)"
+            )
+
+    def _carry_out(self, state: MissionState, fx: _Effects) -> None:
+        if fx.discard:
+            self.queue.discard(fx.discard)
+        if fx.publish:
+            self.queue.publish_many(fx.publish)
+            for task in fx.publish:
+                self._log.info(
+                    "task_dispatched",
+                    task_id=task.task_id,
+                    host_id=task.host_id,
+                    action=task.action.value,
+                    attempt=task.attempt,
+                )
+        if self.listener is not None:
+            for kind, host_id, detail in fx.notices:
+                self.listener(EngineNotice(kind, self.mission_id, host_id, detail, state))
+
+    def _apply(
+        self, state: MissionState, task: Task, event: ResultEvent, fx: _Effects, now: datetime
+    ) -> None:
+        host = state.hosts[task.host_id]
+        event = self._apply_payload(host, task, event, state)
+        del state.pending_tasks[task.task_id]
+        state.completed_tasks[task.task_id] = TaskRecord(
+            task_id=task.task_id,
+            host_id=task.host_id,
+            action=task.action,
+            attempt=task.attempt,
+            status=event.status,
+            error_code=event.error_code,
+            summary=event.summary,
+            finished_at=now,
+        )
+        host.remember_task(task.task_id)
+        state.counters.results_applied += 1
+        fx.note(
+            "applied",
+            host.host_id,
+            f"{task.action.value} {event.status.value}: {event.summary}".rstrip(": "),
+        )
+        if event.status is ResultStatus.ERROR:
+            self._record_failure(state, host, event, fx)
+        else:
+            host.last_status = (
+                HostStatus.HEALTHY if event.status is ResultStatus.SUCCESS else HostStatus.DEGRADED
+            )
+        self._log.info(
+            "result_applied",
+            task_id=task.task_id,
+            host_id=host.host_id,
+            action=task.action.value,
+            status=event.status.value,
+            error_code=event.error_code,
+        )
+        if state.status is MissionStatus.RUNNING and not host.locked:
+            planned = self._ask_planner(lambda: self.planner.next_tasks(state, task, event))
+            self._admit(state, planned, fx, now)
+            self._dispatch_due(state, fx, now)
+        self._settle(state, fx, now)
+        state.updated_at = now
+
+    def _apply_payload(
+        self, host: HostState, task: Task, event: ResultEvent, state: MissionState
+    ) -> ResultEvent:
+        """Fold a result's data into the host; invalid data turns the result into an error."""
+        if event.status is ResultStatus.ERROR:
+            return event
+        try:
+            match task.action:
+                case Action.DISCOVER:
+                    host.facts = {
+                        **host.facts,
+                        **DiscoverData.model_validate(event.data).model_dump(mode="json"),
+                    }
+                case Action.SCAN:
+                    scan = ScanData.model_validate(event.data)
+                    host.findings = list(scan.findings)
+                    state.counters.findings += len(scan.findings)
+                    state.counters.protected += sum(1 for f in scan.findings if not f.killable)
+                case Action.REAP:
+                    reap = ReapData.model_validate(event.data)
+                    host.kills = [*host.kills, *reap.kills]
+                    for kill in reap.kills:
+                        if kill.outcome.is_success and not kill.dry_run:
+                            state.counters.kills += 1
+                        elif kill.outcome in (KillOutcome.FAILED, KillOutcome.DENIED):
+                            state.counters.kill_failures += 1
+                        elif kill.outcome is KillOutcome.PROTECTED:
+                            state.counters.protected += 1
+                case Action.VERIFY:
+                    verify = VerifyData.model_validate(event.data)
+                    host.survivors = list(verify.still_alive)
+        except ValidationError as err:
+            self._log.warning("result_data_invalid", task_id=task.task_id, error=str(err))
+            return event.model_copy(
+                update={
+                    "status": ResultStatus.ERROR,
+                    "error_code": BAD_DATA_ERROR,
+                    "retriable": False,
+                    "summary": f"agent sent invalid {task.action.value} data "
+                    f"({err.error_count()} error(s))",
+                }
+            )
+        return event
+
+    def _record_failure(
+        self, state: MissionState, host: HostState, event: ResultEvent, fx: _Effects
+    ) -> None:
+        host.failure_count += 1
+        host.last_status = HostStatus.DEGRADED
+        state.counters.errors += 1
+        if event.error_code == TIMEOUT_ERROR:
+            state.counters.timeouts += 1
+        if host.failure_count < host.max_failures or host.locked:
+            return
+        host.locked = True
+        host.last_status = HostStatus.LOCKED
+        host.lock_reason = (
+            f"{host.failure_count} failures (last: {event.error_code or 'error'}: {event.summary})"
+        )
+        # A locked host gets nothing more, including what is already planned or queued.
+        for task_id, pending in list(state.pending_tasks.items()):
+            if pending.task.host_id == host.host_id:
+                del state.pending_tasks[task_id]
+                fx.discard.append(task_id)
+        fx.note("host_locked", host.host_id, host.lock_reason)
+        self._log.warning("host_locked", host_id=host.host_id, reason=host.lock_reason)
+
+    def _ask_planner(self, ask: Callable[[], list[PlannedTask]]) -> list[PlannedTask]:
+        try:
+            return list(ask())
+        except Exception:  # noqa: BLE001 - a broken planner stalls a host, never the engine
+            self._log.exception("planner_failed", planner=self.planner.name)
+            return []
+
+    def _admit(
+        self, state: MissionState, planned: list[PlannedTask], fx: _Effects, now: datetime
+    ) -> None:
+        """Turn proposals into tasks, enforcing the limits the planner cannot override."""
+        for proposal in planned:
+            host = state.hosts.get(proposal.host_id)
+            refusal = self._refusal(state, host, proposal)
+            params = proposal.params
+            if refusal is None and host is not None and proposal.action is Action.REAP:
+                params, refusal = self._within_budget(state, host, proposal.params)
+            if refusal is not None or host is None:
+                self._log.warning(
+                    "planned_task_refused",
+                    host_id=proposal.host_id,
+                    action=proposal.action.value,
+                    reason=refusal,
+                )
+                continue
+            if proposal.attempt > 1:
+                state.counters.retries += 1
+            task = self._materialise(state, host, proposal, params, now)
+            state.pending_tasks[task.task_id] = PendingTask(task=task)
+            host.outcome = None
+
+    def _refusal(
+        self, state: MissionState, host: HostState | None, proposal: PlannedTask
+    ) -> str | None:
+        if host is None:
+            return "unknown host"
+        if host.locked:
+            return "host locked"
+        if state.kind is MissionKind.AUDIT and proposal.action is Action.REAP:
+            return "audit missions are read-only"
+        if proposal.attempt > state.options.max_attempts:
+            return f"attempt {proposal.attempt} exceeds max_attempts"
+        return None
+
+    def _within_budget(
+        self, state: MissionState, host: HostState, params: dict[str, object]
+    ) -> tuple[dict[str, object], str | None]:
+        try:
+            approved = ReapParams.model_validate(params).approved
+        except ValidationError as err:
+            return params, f"invalid reap params: {err.error_count()} error(s)"
+        used = sum(1 for k in host.kills if k.outcome is not KillOutcome.PROTECTED)
+        remaining = state.options.kill_budget_per_host - used
+        if remaining <= 0:
+            host.outcome_detail = "kill budget exhausted"
+            return params, "kill budget exhausted"
+        if len(approved) > remaining:
+            self._log.warning(
+                "kill_budget_truncated",
+                host_id=host.host_id,
+                asked=len(approved),
+                allowed=remaining,
+            )
+            host.outcome_detail = f"kill budget allowed {remaining} of {len(approved)}"
+        return ReapParams(approved=approved[:remaining]).model_dump(mode="json"), None
+
+    def _materialise(
+        self,
+        state: MissionState,
+        host: HostState,
+        proposal: PlannedTask,
+        params: dict[str, object],
+        now: datetime,
+    ) -> Task:
+        not_before = (
+            now + timedelta(seconds=proposal.delay_seconds) if proposal.delay_seconds else None
+        )
+        start = not_before or now
+        return Task(
+            task_id=f"{proposal.action.value}-{host.host_id}-{uuid.uuid4().hex[:12]}",
+            mission_id=state.mission_id,
+            host_id=host.host_id,
+            agent_type=host.spec.agent_type,
+            action=proposal.action,
+            params=params,
+            attempt=proposal.attempt,
+            created_at=now,
+            not_before=not_before,
+            deadline=start + timedelta(seconds=state.options.task_timeout_seconds),
+            dry_run=state.options.dry_run,  # the engine's option wins over any planner
+            target=host.spec,
+        )
+
+    def _dispatch_due(self, state: MissionState, fx: _Effects, now: datetime) -> bool:
+        due = [
+            p
+            for p in state.pending_tasks.values()
+            if p.dispatched_at is None and p.task.is_due(now)
+        ]
+        for pending in due:
+            state.pending_tasks[pending.task.task_id] = PendingTask(
+                task=pending.task, dispatched_at=now
+            )
+            state.counters.tasks_dispatched += 1
+            fx.publish.append(pending.task)
+            fx.note(
+                "dispatched",
+                pending.task.host_id,
+                f"{pending.task.action.value} (attempt {pending.task.attempt})",
+            )
+        return bool(due)
+
+    def _settle(self, state: MissionState, fx: _Effects, now: datetime) -> None:
+        """Record the outcome of hosts with nothing left to do; complete the mission if done."""
+        if state.status is not MissionStatus.RUNNING:
+            return
+        busy = {p.task.host_id for p in state.pending_tasks.values()}
+        for host in state.hosts.values():
+            if host.outcome is None and host.host_id not in busy:
+                last = _last_record(state, host)
+                if last is None and not host.locked:
+                    continue
+                host.outcome, detail = decide_outcome(state.kind, host, last)
+                host.outcome_detail = host.outcome_detail or detail
+                fx.note("host_done", host.host_id, f"{host.outcome.value}: {host.outcome_detail}")
+        if state.pending_tasks:
+            return
+        outcomes = [h.outcome for h in state.hosts.values()]
+        everything_failed = all(o is not None and is_failed_outcome(o) for o in outcomes)
+        state.status = MissionStatus.FAILED if everything_failed else MissionStatus.COMPLETED
+        state.finished_at = now
+        fx.note("mission_finished", None, state.status.value)
+        self._log.info(
+            "mission_finished",
+            status=state.status.value,
+            kills=state.counters.kills,
+            findings=state.counters.findings,
+        )
+
+
+def _last_record(state: MissionState, host: HostState) -> TaskRecord | None:
+    for task_id in reversed(host.last_tasks):
+        record = state.completed_tasks.get(task_id)
+        if record is not None:
+            return record
+    return None
+
+
+def _timeout_result(task: Task, now: datetime) -> ResultEvent:
+    return ResultEvent.for_task(
+        task,
+        ResultStatus.ERROR,
+        error_code=TIMEOUT_ERROR,
+        retriable=True,
+        ts=now,
+        summary=f"no result before the deadline ({task.deadline.isoformat()})",
+    )
+
+
+_LEVELS = {"info": 20, "warning": 30}

@@ -1,0 +1,195 @@
+"""Mission and host state: what the engine owns and dashboards read."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from reaper_engine import SCHEMA_VERSION
+from reaper_engine.clock import utcnow
+from reaper_engine.models.enums import (
+    OS,
+    Action,
+    HostStatus,
+    MissionKind,
+    MissionStatus,
+    ResultStatus,
+    TransportKind,
+)
+from reaper_engine.models.inventory import HostSpec
+from reaper_engine.models.process import Finding, KillRecord, ProcessIdentity
+from reaper_engine.models.task import Task
+
+LAST_TASKS_KEPT = 20
+
+
+class HostOutcome(StrEnum):
+    """How a host ended the mission."""
+
+    CLEAN = "clean"  # nothing rogue found
+    FINDINGS = "findings"  # audit: rogue processes found, nothing touched
+    REAPED = "reaped"  # every approved kill succeeded
+    PARTIAL = "partial"  # some kills failed or processes survived
+    FAILED = "failed"  # a task failed for good
+    LOCKED = "locked"  # too many failures; no more tasks
+    CANCELLED = "cancelled"
+
+
+class MissionOptions(BaseModel):
+    """Limits the engine enforces whatever the planner asks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dry_run: bool = False
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    task_timeout_seconds: float = Field(default=60.0, gt=0)
+    retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    kill_budget_per_host: int = Field(default=25, ge=0)
+    planner: str = "rules"
+
+
+class TaskRecord(BaseModel):
+    """A finished task, kept so a repeated result is recognised and dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task_id: str
+    host_id: str
+    action: Action
+    attempt: int
+    status: ResultStatus
+    error_code: str | None = None
+    summary: str = ""
+    finished_at: AwareDatetime
+
+
+class PendingTask(BaseModel):
+    """A task awaiting its result; ``dispatched_at`` is None while it waits out a backoff."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: Task
+    dispatched_at: AwareDatetime | None = None
+
+    def wakeup(self) -> datetime:
+        """When the engine must next look at this task: dispatch time, or its deadline."""
+        if self.dispatched_at is None and self.task.not_before is not None:
+            return self.task.not_before
+        return self.task.deadline
+
+
+class HostState(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host_id: str
+    os: OS
+    transport: TransportKind
+    spec: HostSpec
+    last_status: HostStatus = HostStatus.UNKNOWN
+    failure_count: int = 0
+    max_failures: int = 3
+    locked: bool = False
+    lock_reason: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+    findings: list[Finding] = Field(default_factory=list)
+    kills: list[KillRecord] = Field(default_factory=list)
+    survivors: list[ProcessIdentity] = Field(default_factory=list)  # reaped yet still alive
+    last_tasks: list[str] = Field(default_factory=list)
+    outcome: HostOutcome | None = None
+    outcome_detail: str = ""
+
+    @classmethod
+    def from_spec(cls, spec: HostSpec) -> HostState:
+        return cls(
+            host_id=spec.host_id,
+            os=spec.os,
+            transport=spec.transport,
+            spec=spec,
+            max_failures=spec.max_failures,
+        )
+
+    def remember_task(self, task_id: str) -> None:
+        self.last_tasks = [*self.last_tasks, task_id][-LAST_TASKS_KEPT:]
+
+    @property
+    def successful_kills(self) -> int:
+        return sum(1 for k in self.kills if k.outcome.is_success and not k.dry_run)
+
+
+class MissionCounters(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    tasks_dispatched: int = 0
+    results_applied: int = 0
+    errors: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    findings: int = 0
+    kills: int = 0
+    kill_failures: int = 0
+    protected: int = 0
+
+
+class MissionState(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    schema_version: int = SCHEMA_VERSION
+    mission_id: str
+    kind: MissionKind
+    status: MissionStatus = MissionStatus.PENDING
+    options: MissionOptions = Field(default_factory=MissionOptions)
+    hosts: dict[str, HostState]
+    pending_tasks: dict[str, PendingTask] = Field(default_factory=dict)
+    completed_tasks: dict[str, TaskRecord] = Field(default_factory=dict)
+    counters: MissionCounters = Field(default_factory=MissionCounters)
+    created_at: AwareDatetime = Field(default_factory=utcnow)
+    updated_at: AwareDatetime = Field(default_factory=utcnow)
+    finished_at: AwareDatetime | None = None
+    version: int = 0  # bumped by every save; the store rejects a save from a stale copy
+
+    def pending_for(self, host_id: str) -> list[Task]:
+        return [p.task for p in self.pending_tasks.values() if p.task.host_id == host_id]
+
+    def next_wakeup(self) -> datetime | None:
+        """The earliest time at which a pending task becomes due or overdue."""
+        return min((p.wakeup() for p in self.pending_tasks.values()), default=None)
+
+
+class MissionSummary(BaseModel):
+    """The one-line view of a mission that lists and dashboards show."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mission_id: str
+    kind: MissionKind
+    status: MissionStatus
+    hosts: int
+    hosts_locked: int
+    pending_tasks: int
+    completed_tasks: int
+    findings: int
+    kills: int
+    dry_run: bool
+    created_at: AwareDatetime
+    finished_at: AwareDatetime | None
+
+    @classmethod
+    def of(cls, state: MissionState) -> MissionSummary:
+        return cls(
+            mission_id=state.mission_id,
+            kind=state.kind,
+            status=state.status,
+            hosts=len(state.hosts),
+            hosts_locked=sum(1 for h in state.hosts.values() if h.locked),
+            pending_tasks=len(state.pending_tasks),
+            completed_tasks=len(state.completed_tasks),
+            findings=state.counters.findings,
+            kills=state.counters.kills,
+            dry_run=state.options.dry_run,
+            created_at=state.created_at,
+            finished_at=state.finished_at,
+        )

@@ -1,0 +1,126 @@
+"""The three ports fleet mode runs on. Adapters live in ``infra`` (in-memory, Redis).
+
+Semantics every adapter must honour (the contract suite in tests/contract checks them):
+
+TaskQueue
+  * one FIFO per agent type; ``consume`` blocks up to ``timeout`` and wakes on arrival;
+  * a task id already queued is not queued twice (``publish`` returns False);
+  * ``discard`` removes queued tasks that no agent has taken yet (used by cancel);
+  * a payload that does not decode is dead-lettered, never handed out, never fatal.
+
+EventBus (at-least-once, per-mission streams, one consumer group)
+  * ``read`` hands out new events, each to one reader, and keeps them pending until ``ack``;
+  * ``claim_stale`` re-delivers pending events idle for ``min_idle_seconds`` (a dead reader's);
+  * undecodable entries and poison events go to a dead-letter list with the error.
+
+MissionStore (optimistic concurrency)
+  * ``create`` refuses an existing id; ``save`` refuses a copy whose ``version`` is not the
+    stored one (ConcurrentUpdateError) and returns the saved copy with ``version + 1``.
+
+``interrupt`` wakes every blocked reader so that a stopping loop exits at once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from reaper_engine.models import AgentType, MissionState, ResultEvent, Task
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be decoded or processed, kept with why."""
+
+    source: str  # queue or stream name
+    payload: str
+    error: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event handed to a reader; acknowledge it by ``delivery_id`` once applied."""
+
+    delivery_id: str
+    mission_id: str
+    event: ResultEvent
+    deliveries: int  # 1 on first delivery, +1 on each re-delivery
+
+
+class TaskQueue(ABC):
+    @abstractmethod
+    def publish(self, task: Task) -> bool:
+        """Queue ``task`` for its agent type; False if a task with that id is already queued."""
+
+    def publish_many(self, tasks: Sequence[Task]) -> int:
+        """Queue several tasks; returns how many were newly queued."""
+        return sum(1 for task in tasks if self.publish(task))
+
+    @abstractmethod
+    def consume(self, agent_type: AgentType, timeout: float) -> Task | None:
+        """Take the next task for ``agent_type``, waiting up to ``timeout`` seconds."""
+
+    @abstractmethod
+    def discard(self, task_ids: Sequence[str]) -> int:
+        """Remove queued, not yet consumed tasks; returns how many were removed."""
+
+    @abstractmethod
+    def size(self, agent_type: AgentType) -> int: ...
+
+    @abstractmethod
+    def dead_letters(self, agent_type: AgentType) -> list[DeadLetter]: ...
+
+    @abstractmethod
+    def interrupt(self) -> None:
+        """Wake every consumer blocked in ``consume`` (it returns None)."""
+
+
+class EventBus(ABC):
+    @abstractmethod
+    def publish(self, event: ResultEvent) -> None: ...
+
+    @abstractmethod
+    def read(self, mission_id: str, *, timeout: float, max_count: int = 100) -> list[Delivery]:
+        """New events of a mission, waiting up to ``timeout`` seconds for the first."""
+
+    @abstractmethod
+    def ack(self, mission_id: str, delivery_ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def claim_stale(
+        self, mission_id: str, *, min_idle_seconds: float, max_count: int = 100
+    ) -> list[Delivery]:
+        """Re-deliver events read but not acknowledged for at least ``min_idle_seconds``."""
+
+    @abstractmethod
+    def pending_count(self, mission_id: str) -> int: ...
+
+    @abstractmethod
+    def dead_letter(self, delivery: Delivery, error: str) -> None:
+        """Give up on a delivery: record it with ``error`` and acknowledge it."""
+
+    @abstractmethod
+    def dead_letters(self, mission_id: str) -> list[DeadLetter]: ...
+
+    @abstractmethod
+    def interrupt(self) -> None: ...
+
+
+class MissionStore(ABC):
+    @abstractmethod
+    def create(self, state: MissionState) -> MissionState:
+        """Store a new mission (version 1); raises ValueError if the id exists."""
+
+    @abstractmethod
+    def load(self, mission_id: str) -> MissionState | None: ...
+
+    @abstractmethod
+    def save(self, state: MissionState) -> MissionState:
+        """Store ``state`` if nobody saved since it was loaded; returns it with version + 1."""
+
+    @abstractmethod
+    def list_ids(self) -> list[str]:
+        """Mission ids, oldest first."""

@@ -1,0 +1,174 @@
+"""Detection rules: the model of a rule and the defaults (seed 000, plus JS test runners)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from reaper_engine.models import Priority, ProcessState
+from reaper_engine.signals import Signal
+
+
+class RuleConditions(BaseModel):
+    """Every condition that is set must hold. Patterns are regexes over the full command line."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpu_percent_min: float | None = Field(default=None, ge=0)
+    cpu_percent_max: float | None = Field(default=None, ge=0)
+    duration_seconds: float | None = Field(default=None, ge=0)
+    age_seconds: float | None = Field(default=None, ge=0)
+    age_hours: float | None = Field(default=None, ge=0)
+    memory_mb_min: float | None = Field(default=None, ge=0)
+    command_patterns: tuple[str, ...] = ()
+    exclude_patterns: tuple[str, ...] = ()
+    states: tuple[ProcessState, ...] = ()
+    users: tuple[str, ...] = ()
+
+    @field_validator("command_patterns", "exclude_patterns")
+    @classmethod
+    def _valid_regexes(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"invalid regex {pattern!r}: {err}") from None
+        return patterns
+
+    @model_validator(mode="after")
+    def _one_age(self) -> RuleConditions:
+        if self.age_seconds is not None and self.age_hours is not None:
+            raise ValueError("set age_seconds or age_hours, not both")
+        return self
+
+    @property
+    def min_age_seconds(self) -> float | None:
+        if self.age_hours is not None:
+            return self.age_hours * 3600
+        return self.age_seconds
+
+
+class RuleAction(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["kill", "report"] = "kill"
+    signal: Signal = Signal.SIGTERM
+    timeout_seconds: float = Field(default=5.0, ge=0)
+    fallback_signal: Signal | None = Signal.SIGKILL
+    notify: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    scope: Literal["process", "group", "tree"] = "process"
+
+    @field_validator("signal", "fallback_signal", mode="before")
+    @classmethod
+    def _parse_signal(cls, value: object) -> object:
+        return Signal.parse(value) if isinstance(value, str | int) else value
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    enabled: bool = True
+    priority: Priority = Priority.MEDIUM
+    description: str = ""
+    conditions: RuleConditions = Field(default_factory=RuleConditions)
+    action: RuleAction = Field(default_factory=RuleAction)
+
+
+# Things that legitimately run hot or long: compilers, build tools, browsers, editors, IDEs.
+_BUSY_BY_DESIGN = (
+    r"(^|/)(rustc|cc1|cc1plus|clang|gcc|g\+\+|ld|lld|javac|go|swiftc|tsc|esbuild)(\s|$)",
+    r"(^|/)cargo (build|check|clippy)\b",
+    r"(^|/|\\)(chrome|chromium|firefox|msedge|safari)(\.exe)?(\s|$)",
+    r"(^|/|\\)(code|cursor|vim|nvim|emacs|idea|pycharm|clion|devenv|xcode)(\.exe)?(\s|$)",
+)
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    Rule(
+        name="infinite_loop",
+        priority=Priority.CRITICAL,
+        description="Process consuming >90% CPU for >5 minutes",
+        conditions=RuleConditions(
+            cpu_percent_min=90.0, duration_seconds=300, exclude_patterns=_BUSY_BY_DESIGN
+        ),
+        action=RuleAction(
+            signal=Signal.SIGKILL, fallback_signal=None, notify=True, log_level="error"
+        ),
+    ),
+    Rule(
+        name="zombie_test_binary",
+        priority=Priority.CRITICAL,
+        description="/tmp/test_* binaries running >1 hour",  # noqa: S108 - a pattern, not a path
+        conditions=RuleConditions(
+            age_hours=1, command_patterns=(r"^/tmp/test_", r"^/tmp/.*_test$")
+        ),
+        action=RuleAction(
+            signal=Signal.SIGKILL, fallback_signal=None, notify=True, log_level="error"
+        ),
+    ),
+    Rule(
+        name="hung_test",
+        priority=Priority.HIGH,
+        description="Test process older than 4 hours using <5% CPU",
+        conditions=RuleConditions(
+            age_hours=4,
+            cpu_percent_max=5.0,
+            command_patterns=(
+                "cargo-nextest",
+                "cargo test",
+                r".*_test.*",
+                r"test_.*",
+                "proptest",
+                r"mutation.*test",
+            ),
+            exclude_patterns=_BUSY_BY_DESIGN,
+        ),
+        action=RuleAction(signal=Signal.SIGTERM, timeout_seconds=5, notify=True),
+    ),
+    Rule(
+        name="vitest_timeout",
+        priority=Priority.HIGH,
+        description="vitest running longer than 5 minutes",
+        conditions=RuleConditions(
+            age_seconds=300, command_patterns=(r"(^|[/\\\s])vitest(\.mjs)?(\s|$)",)
+        ),
+        action=RuleAction(signal=Signal.SIGTERM, timeout_seconds=5),
+    ),
+    Rule(
+        name="jest_timeout",
+        priority=Priority.HIGH,
+        description="jest or npm test running longer than 10 minutes",
+        conditions=RuleConditions(
+            age_seconds=600,
+            command_patterns=(r"(^|[/\\\s])jest(\.js)?(\s|$)", r"\bnpm(\.cmd)? test\b"),
+        ),
+        action=RuleAction(signal=Signal.SIGTERM, timeout_seconds=5),
+    ),
+    Rule(
+        name="memory_hog",
+        priority=Priority.MEDIUM,
+        description="Any process holding more than 10 GB of memory (reported, not killed)",
+        conditions=RuleConditions(memory_mb_min=10240, exclude_patterns=_BUSY_BY_DESIGN),
+        # Databases and VMs legitimately hold this much: report, let a person decide.
+        action=RuleAction(type="report", signal=Signal.SIGTERM, timeout_seconds=10),
+    ),
+    Rule(
+        name="orphaned_monitor",
+        priority=Priority.LOW,
+        description="tail -f, watch or log monitors older than 24 hours at ~0% CPU",
+        conditions=RuleConditions(
+            age_hours=24,
+            cpu_percent_max=1.0,
+            command_patterns=(
+                r"^(\S*/)?tail -f",
+                r"^(\S*/)?watch ",
+                r"\.log$",
+                r"Get-Content .*-Wait",
+            ),
+        ),
+        action=RuleAction(signal=Signal.SIGTERM, log_level="info"),
+    ),
+)

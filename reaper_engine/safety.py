@@ -1,0 +1,151 @@
+"""Protections applied to every signal, whatever rule, config, planner or caller asked.
+
+``SafetyPolicy.protection_for`` names the first protection that applies to a process, or
+returns None. The terminator consults it immediately before each signal; detection uses it
+to mark findings as protected so that nobody plans to kill them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from reaper_engine.models import ProcessInfo, ProcessState
+
+DEFAULT_WHITELIST: tuple[str, ...] = (
+    "systemd",
+    "init",
+    "launchd",
+    "gnome-shell",
+    "Xorg",
+    "Xwayland",
+    "sshd",
+    "login",
+    "claude",
+    "cursor",
+    "code",
+    "vim",
+    "nvim",
+    "emacs",
+    # Windows sessions and shells: killing them logs people out.
+    "System",
+    "smss",
+    "csrss",
+    "wininit",
+    "winlogon",
+    "services",
+    "lsass",
+    "explorer",
+    "dwm",
+)
+
+_PRIVILEGED_USERS = frozenset(
+    {
+        "root",
+        "system",
+        "nt authority\\system",
+        "local service",
+        "nt authority\\local service",
+        "network service",
+        "nt authority\\network service",
+    }
+)
+
+
+class SafetySettings(BaseModel):
+    """The ``[safety]`` section of the configuration."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    whitelist_processes: tuple[str, ...] = DEFAULT_WHITELIST
+    whitelist_patterns: tuple[str, ...] = ()
+    min_pid: int = Field(default=1000, ge=0)
+    protect_root: bool = True
+    protect_other_users: bool = True
+    protect_shell_ancestors: bool = True
+
+    @field_validator("whitelist_patterns")
+    @classmethod
+    def _valid_regexes(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"invalid regex {pattern!r}: {err}") from None
+        return patterns
+
+
+@dataclass(frozen=True, slots=True)
+class Vantage:
+    """Who is acting on the host: the account, and (locally) the reaper's own process tree."""
+
+    user: str | None = None
+    uid: int | None = None
+    pid: int | None = None
+    ancestors: frozenset[int] = field(default_factory=frozenset)
+    pgid: int | None = None
+    sid: int | None = None
+
+
+def normalise_name(name: str) -> str:
+    """Compare names the way people write them: case-insensitive, without ``.exe``."""
+    base = name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1].lower()
+    return base.removesuffix(".exe")
+
+
+class SafetyPolicy:
+    def __init__(self, settings: SafetySettings, vantage: Vantage) -> None:
+        self.settings = settings
+        self.vantage = vantage
+        self._whitelist = frozenset(normalise_name(n) for n in settings.whitelist_processes)
+        self._patterns = tuple(re.compile(p) for p in settings.whitelist_patterns)
+        self._me_user = (vantage.user or "").lower() or None
+
+    def protection_for(self, proc: ProcessInfo) -> str | None:
+        """The name of the first protection covering ``proc``, or None if it may be signalled."""
+        me = self.vantage
+        if proc.pid <= 1:
+            return f"pid_{proc.pid}"
+        if proc.is_kernel_thread:
+            return "kernel_thread"
+        if me.pid is not None and proc.pid == me.pid:
+            return "self"
+        if self.settings.protect_shell_ancestors and proc.pid in me.ancestors:
+            return "ancestor"
+        if me.pgid is not None and proc.pgid == me.pgid:
+            return "own_process_group"
+        if me.sid is not None and proc.sid == me.sid:
+            return "own_session"
+        if proc.status is ProcessState.ZOMBIE:
+            return "zombie"  # already dead: its parent must reap it
+        if proc.pid < self.settings.min_pid:
+            return "below_min_pid"
+        if self.settings.protect_root and self._is_privileged(proc):
+            return "root_owned"
+        if self.settings.protect_other_users and self._is_other_user(proc):
+            return "other_user"
+        if self._is_whitelisted(proc):
+            return f"whitelisted:{normalise_name(proc.name)}"
+        return None
+
+    def _is_privileged(self, proc: ProcessInfo) -> bool:
+        return proc.uid == 0 or (proc.user or "").lower() in _PRIVILEGED_USERS
+
+    def _is_other_user(self, proc: ProcessInfo) -> bool:
+        me = self.vantage
+        if me.uid is not None and proc.uid is not None:
+            return proc.uid != me.uid
+        if self._me_user is not None and proc.user is not None:
+            return proc.user.lower() != self._me_user
+        return me.uid is not None or self._me_user is not None  # unknown owner: assume not ours
+
+    def _is_whitelisted(self, proc: ProcessInfo) -> bool:
+        names = {normalise_name(proc.name)}
+        if proc.cmdline:
+            names.add(normalise_name(proc.cmdline[0]))
+        if names & self._whitelist:
+            return True
+        command = proc.command
+        return any(p.search(command) for p in self._patterns)
