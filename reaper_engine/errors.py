@@ -39,8 +39,7 @@ class ConfigError(ReaperError):
         self.line = line
         where = ":".join(str(p) for p in (source, line) if p is not None)
         parts = [p for p in (where, f"key '{key}'" if key else None) if p]
-        prefix = f"{', '.join(parts)}: " if parts else ""
-        super().__init__(f"{prefix}{message}")
+        super().__init__(": ".join([*parts, message]))
 
 
 class MissionNotFoundError(ReaperError):

@@ -1,0 +1,275 @@
+"""TaskQueue contract: one FIFO per agent type, blocking consume, dedup, discard, dead letters."""
+
+from __future__ import annotations
+
+import json
+
+from reaper_engine import SCHEMA_VERSION
+from reaper_engine.models import OS, Action, AgentType
+from tests.factories import host_spec, make_task
+
+LINUX = AgentType.LINUX
+WINDOWS = AgentType.WINDOWS
+MACOS = AgentType.MACOS
+
+BLOCKED = 0.1  # how long a consume must stay blocked to count as "waiting"
+PROMPT = 2.0  # a woken consume must return well within this (its own timeout is 10s)
+
+
+def linux_task(task_id: str, **kw):
+    return make_task(Action.SCAN, host=host_spec("lin1"), task_id=task_id, **kw)
+
+
+def windows_task(task_id: str, **kw):
+    return make_task(Action.SCAN, host=host_spec("win1", OS.WINDOWS), task_id=task_id, **kw)
+
+
+def drain(queue, agent_type: AgentType) -> list[str]:
+    out = []
+    while (task := queue.consume(agent_type, timeout=0)) is not None:
+        out.append(task.task_id)
+    return out
+
+
+# -- FIFO and isolation ---------------------------------------------------------------------
+
+
+def test_consume_is_fifo_per_agent_type(task_queue):
+    for n in range(5):
+        assert task_queue.publish(linux_task(f"t{n}")) is True
+    assert drain(task_queue, LINUX) == ["t0", "t1", "t2", "t3", "t4"]
+
+
+def test_consumed_task_round_trips_intact(task_queue):
+    task = linux_task("t1", params={"approved": []}, dry_run=True, attempt=2)
+    task_queue.publish(task)
+    assert task_queue.consume(LINUX, timeout=1) == task
+
+
+def test_agent_types_are_isolated(task_queue):
+    task_queue.publish(linux_task("l1"))
+    task_queue.publish(windows_task("w1"))
+    task_queue.publish(linux_task("l2"))
+
+    assert task_queue.size(LINUX) == 2
+    assert task_queue.size(WINDOWS) == 1
+    assert task_queue.size(MACOS) == 0
+    assert task_queue.consume(MACOS, timeout=0) is None
+    assert drain(task_queue, WINDOWS) == ["w1"]
+    assert drain(task_queue, LINUX) == ["l1", "l2"]
+
+
+def test_size_tracks_publish_and_consume(task_queue):
+    assert task_queue.size(LINUX) == 0
+    task_queue.publish(linux_task("t1"))
+    task_queue.publish(linux_task("t2"))
+    assert task_queue.size(LINUX) == 2
+    task_queue.consume(LINUX, timeout=0)
+    assert task_queue.size(LINUX) == 1
+    task_queue.consume(LINUX, timeout=0)
+    assert task_queue.size(LINUX) == 0
+
+
+def test_each_task_goes_to_exactly_one_of_concurrent_consumers(task_queue, background):
+    ids = [f"t{n}" for n in range(40)]
+    consumers = [
+        background(lambda: _consume_until_idle(task_queue, LINUX, idle=0.3)) for _ in range(4)
+    ]
+    for task_id in ids:
+        task_queue.publish(linux_task(task_id))
+    got = [task_id for c in consumers for task_id in c.result(10)]
+    assert sorted(got) == sorted(ids)  # none lost, none delivered twice
+
+
+def _consume_until_idle(queue, agent_type: AgentType, idle: float) -> list[str]:
+    out = []
+    while (task := queue.consume(agent_type, timeout=idle)) is not None:
+        out.append(task.task_id)
+    return out
+
+
+# -- blocking -------------------------------------------------------------------------------
+
+
+def test_consume_on_empty_queue_returns_none_after_timeout(task_queue, background):
+    call = background(lambda: task_queue.consume(LINUX, timeout=0.2))
+    assert call.result(PROMPT) is None
+    assert call.elapsed is not None
+    assert call.elapsed >= 0.15  # it did wait (allowing for clock granularity)
+
+
+def test_consume_with_zero_timeout_does_not_block(task_queue, background):
+    call = background(lambda: task_queue.consume(LINUX, timeout=0))
+    assert call.result(PROMPT) is None
+
+
+def test_blocked_consume_wakes_on_publish_from_another_thread(task_queue, background):
+    task = linux_task("t1")
+    call = background(lambda: task_queue.consume(LINUX, timeout=10))
+    assert not call.done.wait(BLOCKED), "consume returned before anything was published"
+
+    assert task_queue.publish(task)
+
+    assert call.result(PROMPT) == task
+    assert call.elapsed is not None
+    assert call.elapsed < 5
+
+
+def test_publish_for_another_agent_type_does_not_satisfy_a_blocked_consume(
+    task_queue, background
+):
+    call = background(lambda: task_queue.consume(WINDOWS, timeout=0.5))
+    assert not call.done.wait(BLOCKED)
+    task_queue.publish(linux_task("l1"))
+    assert call.result(PROMPT) is None
+    assert task_queue.size(LINUX) == 1
+
+
+def test_interrupt_releases_a_blocked_consume_promptly(task_queue, background):
+    call = background(lambda: task_queue.consume(LINUX, timeout=10))
+    assert not call.done.wait(BLOCKED)
+
+    task_queue.interrupt()
+
+    assert call.result(PROMPT) is None
+    assert call.elapsed is not None
+    assert call.elapsed < 5
+
+
+def test_interrupt_releases_every_blocked_consumer(task_queue, background):
+    calls = [background(lambda a=a: task_queue.consume(a, timeout=10)) for a in AgentType]
+    assert not any(c.done.wait(BLOCKED) for c in calls)
+    task_queue.interrupt()
+    assert [c.result(PROMPT) for c in calls] == [None, None, None]
+
+
+def test_queue_still_works_after_interrupt(task_queue):
+    task_queue.interrupt()
+    task_queue.publish(linux_task("t1"))
+    task = task_queue.consume(LINUX, timeout=1)
+    assert task is not None
+    assert task.task_id == "t1"
+
+
+# -- deduplication --------------------------------------------------------------------------
+
+
+def test_duplicate_publish_of_a_queued_task_is_refused_and_delivered_once(task_queue):
+    task = linux_task("t1")
+    assert task_queue.publish(task) is True
+    assert task_queue.publish(task) is False
+    assert task_queue.size(LINUX) == 1
+    assert drain(task_queue, LINUX) == ["t1"]
+
+
+def test_same_id_with_other_content_is_still_a_duplicate(task_queue):
+    assert task_queue.publish(linux_task("t1"))
+    assert task_queue.publish(linux_task("t1", dry_run=True)) is False
+    consumed = task_queue.consume(LINUX, timeout=0)
+    assert consumed is not None
+    assert consumed.dry_run is False  # the first one won
+    assert task_queue.consume(LINUX, timeout=0) is None
+
+
+def test_publish_many_counts_newly_queued_tasks(task_queue):
+    task_queue.publish(linux_task("t0"))
+    batch = [linux_task("t0"), linux_task("t1"), linux_task("t2"), linux_task("t1")]
+    batch.append(windows_task("w1"))
+    assert task_queue.publish_many(batch) == 3  # t1, t2, w1
+    assert drain(task_queue, LINUX) == ["t0", "t1", "t2"]
+    assert drain(task_queue, WINDOWS) == ["w1"]
+
+
+def test_publish_many_of_nothing_is_zero(task_queue):
+    assert task_queue.publish_many([]) == 0
+
+
+# -- discard --------------------------------------------------------------------------------
+
+
+def test_discard_removes_queued_tasks_only(task_queue):
+    for task_id in ("t1", "t2", "t3"):
+        task_queue.publish(linux_task(task_id))
+    task_queue.publish(windows_task("w1"))
+    taken = task_queue.consume(LINUX, timeout=0)
+    assert taken is not None
+    assert taken.task_id == "t1"
+
+    # t1 was taken by an agent: not removable. "nope" never existed.
+    assert task_queue.discard(["t1", "t2", "w1", "nope"]) == 2
+
+    assert task_queue.size(LINUX) == 1
+    assert task_queue.size(WINDOWS) == 0
+    assert drain(task_queue, LINUX) == ["t3"]
+
+
+def test_discard_of_nothing_is_zero(task_queue):
+    task_queue.publish(linux_task("t1"))
+    assert task_queue.discard([]) == 0
+    assert task_queue.size(LINUX) == 1
+
+
+def test_discarded_id_may_be_published_again(task_queue):
+    task_queue.publish(linux_task("t1"))
+    assert task_queue.discard(["t1"]) == 1
+    assert task_queue.publish(linux_task("t1")) is True
+    assert drain(task_queue, LINUX) == ["t1"]
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def test_malformed_payloads_are_dead_lettered_and_the_next_task_delivered(
+    task_queue, inject_raw_task
+):
+    not_json = "this is {not json"
+    wrong_shape = json.dumps({"task_id": 7, "hello": "world"})
+    inject_raw_task(LINUX, not_json)
+    inject_raw_task(LINUX, wrong_shape)
+    task_queue.publish(linux_task("good"))
+
+    task = task_queue.consume(LINUX, timeout=1)
+
+    assert task is not None
+    assert task.task_id == "good"
+    dead = task_queue.dead_letters(LINUX)
+    assert [d.payload for d in dead] == [not_json, wrong_shape]
+    assert all(d.error for d in dead)
+    assert all(LINUX.value in d.source for d in dead)
+    assert task_queue.dead_letters(WINDOWS) == []
+
+
+def test_only_malformed_payloads_yield_none_not_an_exception(task_queue, inject_raw_task):
+    inject_raw_task(LINUX, "")
+    inject_raw_task(LINUX, "[1, 2, 3]")
+    assert task_queue.consume(LINUX, timeout=0) is None
+    assert len(task_queue.dead_letters(LINUX)) == 2
+
+
+def test_task_from_a_newer_schema_is_dead_lettered(task_queue, inject_raw_task):
+    doc = json.loads(linux_task("future").model_dump_json())
+    doc["schema_version"] = SCHEMA_VERSION + 1
+    inject_raw_task(LINUX, json.dumps(doc))
+    task_queue.publish(linux_task("now"))
+
+    task = task_queue.consume(LINUX, timeout=1)
+
+    assert task is not None
+    assert task.task_id == "now"
+    [dead] = task_queue.dead_letters(LINUX)
+    assert "schema_version" in dead.error
+
+
+def test_malformed_payload_wakes_a_blocked_consumer_which_keeps_waiting(
+    task_queue, inject_raw_task, background
+):
+    call = background(lambda: task_queue.consume(LINUX, timeout=10))
+    assert not call.done.wait(BLOCKED)
+    inject_raw_task(LINUX, "garbage")
+    # the garbage is dead-lettered, the consumer keeps waiting and gets the next valid task
+    assert not call.done.wait(BLOCKED)
+    task_queue.publish(linux_task("good"))
+    task = call.result(PROMPT)
+    assert task is not None
+    assert task.task_id == "good"
+    assert [d.payload for d in task_queue.dead_letters(LINUX)] == ["garbage"]

@@ -1,0 +1,461 @@
+"""MissionEngine: idempotency, failures and locks, deadlines, completion, cancel, limits.
+
+Driven synchronously: a ManualClock, in-memory ports, and (where a whole flow is needed) the
+real agents over the simulated lab, called in the test's own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+from structlog.testing import capture_logs
+
+from agents.os_agents import AGENTS
+from agents.simulation import SimulatedLab
+from agents.transports.router import TransportRouter
+from infra.memory import InMemoryEventBus, InMemoryMissionStore, InMemoryTaskQueue
+from reaper_engine.clock import ManualClock
+from reaper_engine.engine import BAD_DATA_ERROR, TIMEOUT_ERROR, ApplyResult, MissionEngine
+from reaper_engine.models import (
+    OS,
+    Action,
+    AgentType,
+    HostOutcome,
+    HostStatus,
+    KillOutcome,
+    MissionKind,
+    MissionOptions,
+    MissionState,
+    MissionStatus,
+    ReapParams,
+    ResultEvent,
+    ResultStatus,
+    Task,
+)
+from reaper_engine.planner import PlannedTask
+from reaper_engine.rule_planner import RuleBasedPlanner
+from tests.factories import clock as make_clock
+from tests.factories import host_spec, make_state, make_task, result_for
+
+LINUX = host_spec("lnx", OS.LINUX, options={"process_table": "linux-incident"})
+MAC = host_spec("mac", OS.MACOS, user="dana", options={"process_table": "macos-dev"})
+DOWN = host_spec("down", OS.WINDOWS, user="LAB\\qa", options={"fail": "unreachable"})
+
+
+class Rig:
+    """An engine over in-memory ports, with the real agents available to execute tasks."""
+
+    def __init__(self, *hosts, kind=MissionKind.REAP, options=None, planner=None) -> None:
+        self.clock: ManualClock = make_clock()
+        self.store = InMemoryMissionStore()
+        self.queue = InMemoryTaskQueue()
+        self.bus = InMemoryEventBus()
+        self.lab = SimulatedLab(self.clock)
+        router = TransportRouter({LINUX.transport: self.lab})
+        self.agents = {t: cls(self.queue, self.bus, router, clock=self.clock)
+                       for t, cls in AGENTS.items()}
+        self.engine = self.new_engine(planner)
+        self.initial = make_state(*(hosts or (LINUX,)), kind=kind,
+                                  options=options or MissionOptions(retry_backoff_seconds=1.0))
+        self.published: list[Task] = []
+
+    def new_engine(self, planner=None) -> MissionEngine:
+        return MissionEngine("m1", store=self.store, queue=self.queue, bus=self.bus,
+                             planner=planner or RuleBasedPlanner(), clock=self.clock)
+
+    def start(self) -> MissionState:
+        return self.engine.start_mission(self.initial)
+
+    def state(self) -> MissionState:
+        state = self.store.load("m1")
+        assert state is not None
+        return state
+
+    def take(self) -> list[Task]:
+        """Every task currently queued, across agent types."""
+        tasks = []
+        for agent_type in AgentType:
+            while (task := self.queue.consume(agent_type, timeout=0)) is not None:
+                tasks.append(task)
+        self.published.extend(tasks)
+        return tasks
+
+    def run(self, task: Task) -> ResultEvent:
+        return self.agents[task.agent_type].handle(task)
+
+    def drain(self, max_rounds: int = 50) -> MissionState:
+        """Start if needed, then execute queued tasks and apply their results, advancing time
+        through backoffs, until the mission ends."""
+        if self.store.load("m1") is None:
+            self.start()
+        for _ in range(max_rounds):
+            tasks = self.take()
+            for task in tasks:
+                assert self.engine.process_result(self.run(task)) is ApplyResult.APPLIED
+            state = self.state()
+            if state.status.is_terminal:
+                return state
+            if not tasks:
+                wakeup = state.next_wakeup()
+                assert wakeup is not None, "nothing queued and nothing pending, yet not finished"
+                self.clock.advance((wakeup - self.clock.now()).total_seconds())
+                self.engine.tick()
+        raise AssertionError("mission did not finish")
+
+
+def only(tasks: Sequence[Task]) -> Task:
+    assert len(tasks) == 1, tasks
+    return tasks[0]
+
+
+def test_start_dispatches_one_discover_per_host():
+    rig = Rig(LINUX, MAC)
+    state = rig.start()
+    assert state.status is MissionStatus.RUNNING
+    assert state.version == 1
+    tasks = rig.take()
+    assert sorted((t.host_id, t.action) for t in tasks) == [
+        ("lnx", Action.DISCOVER), ("mac", Action.DISCOVER)]
+    assert {t.agent_type for t in tasks} == {AgentType.LINUX, AgentType.MACOS}
+    assert all(p.dispatched_at is not None for p in state.pending_tasks.values())
+    assert state.counters.tasks_dispatched == 2
+
+
+def test_success_marks_host_healthy_stores_facts_and_plans_next_step():
+    rig = Rig()
+    rig.start()
+    discover = only(rig.take())
+    assert rig.engine.process_result(rig.run(discover)) is ApplyResult.APPLIED
+    state = rig.state()
+    host = state.hosts["lnx"]
+    assert host.last_status is HostStatus.HEALTHY
+    assert host.facts["hostname"] == "dev-machine"
+    assert host.last_tasks == [discover.task_id]
+    assert discover.task_id in state.completed_tasks
+    assert only(rig.take()).action is Action.SCAN
+
+
+def test_same_result_twice_changes_nothing_the_second_time():
+    rig = Rig()
+    rig.start()
+    result = rig.run(only(rig.take()))
+    assert rig.engine.process_result(result) is ApplyResult.APPLIED
+    before = rig.state()
+    queued = rig.queue.size(AgentType.LINUX)
+    assert rig.engine.process_result(result) is ApplyResult.DUPLICATE
+    after = rig.state()
+    assert after == before  # version included: nothing was even saved
+    assert rig.queue.size(AgentType.LINUX) == queued
+
+
+def test_results_for_unknown_tasks_missions_or_mismatched_hosts_are_dropped():
+    rig = Rig()
+    rig.start()
+    task = only(rig.take())
+    before = rig.state()
+    stranger = result_for(task.model_copy(update={"task_id": "nope"}))
+    other_mission = result_for(task.model_copy(update={"mission_id": "m-other"}))
+    wrong_host = result_for(task).model_copy(update={"host_id": "mac"})
+    with capture_logs() as logs:
+        assert rig.engine.process_result(stranger) is ApplyResult.UNKNOWN_TASK
+        assert rig.engine.process_result(other_mission) is ApplyResult.UNKNOWN_MISSION
+        assert rig.engine.process_result(wrong_host) is ApplyResult.MISMATCH
+    assert rig.state() == before
+    assert [e["event"] for e in logs] == [
+        "result_unknown_task", "result_unknown_mission", "result_mismatch"]
+
+
+def test_engine_for_a_missing_mission_drops_results():
+    rig = Rig()  # never started: the store has no mission m1
+    ghost = result_for(make_task(Action.DISCOVER, host=LINUX, mission_id="m1"))
+    assert rig.engine.process_result(ghost) is ApplyResult.UNKNOWN_MISSION
+
+
+def test_error_degrades_host_counts_failure_and_retries_after_backoff():
+    rig = Rig(DOWN)
+    rig.start()
+    first = only(rig.take())
+    rig.engine.process_result(rig.run(first))
+    state = rig.state()
+    host = state.hosts["down"]
+    assert (host.last_status, host.failure_count, host.locked) == (HostStatus.DEGRADED, 1, False)
+    assert state.counters.errors == 1
+    assert state.counters.retries == 1
+    # The retry waits out its backoff: nothing is queued until the clock passes it.
+    assert rig.take() == []
+    rig.clock.advance(0.5)
+    rig.engine.tick()
+    assert rig.take() == []
+    rig.clock.advance(0.6)
+    rig.engine.tick()
+    retry = only(rig.take())
+    assert (retry.action, retry.attempt) == (Action.DISCOVER, 2)
+    assert retry.task_id != first.task_id
+
+
+def test_host_is_locked_at_max_failures_and_gets_no_more_tasks():
+    rig = Rig(DOWN, LINUX, options=MissionOptions(max_attempts=5, retry_backoff_seconds=1.0))
+    state = rig.drain()
+    host = state.hosts["down"]
+    assert host.locked
+    assert host.last_status is HostStatus.LOCKED
+    assert host.failure_count == host.max_failures == 3
+    assert "HOST_UNREACHABLE" in (host.lock_reason or "")
+    assert host.outcome is HostOutcome.LOCKED
+    down_tasks = [t for t in rig.published if t.host_id == "down"]
+    assert [t.attempt for t in down_tasks] == [1, 2, 3]  # max_attempts=5, but locked at 3
+    assert state.hosts["lnx"].outcome is HostOutcome.REAPED
+    assert state.status is MissionStatus.COMPLETED
+
+
+def test_mission_fails_when_every_host_fails():
+    rig = Rig(DOWN)
+    state = rig.drain()
+    assert state.status is MissionStatus.FAILED
+    assert state.finished_at is not None
+
+
+def test_non_retriable_error_ends_the_host_as_failed():
+    rig = Rig()
+    rig.start()
+    task = only(rig.take())
+    rig.engine.process_result(result_for(task, ResultStatus.ERROR, error_code="BOOM",
+                                         retriable=False, summary="boom"))
+    state = rig.state()
+    assert state.status is MissionStatus.FAILED
+    assert state.hosts["lnx"].outcome is HostOutcome.FAILED
+    assert "BOOM" in state.hosts["lnx"].outcome_detail
+
+
+def test_overdue_task_becomes_a_timeout_and_late_result_is_ignored():
+    rig = Rig(options=MissionOptions(task_timeout_seconds=10, retry_backoff_seconds=1.0))
+    rig.start()
+    task = rig.state().pending_for("lnx")[0]
+    rig.clock.advance(9)
+    rig.engine.tick()
+    assert rig.state().counters.timeouts == 0
+    rig.clock.advance(2)
+    rig.engine.tick()
+    state = rig.state()
+    record = state.completed_tasks[task.task_id]
+    assert (record.status, record.error_code) == (ResultStatus.ERROR, TIMEOUT_ERROR)
+    assert state.counters.timeouts == 1
+    assert state.hosts["lnx"].failure_count == 1
+    # The stale task was withdrawn from the queue: it must never run late.
+    assert rig.queue.size(AgentType.LINUX) == 0
+    # The agent's late answer changes nothing.
+    assert rig.engine.process_result(result_for(task)) is ApplyResult.DUPLICATE
+    # And the planner retried it.
+    rig.clock.advance(1)
+    rig.engine.tick()
+    retry = only(rig.take())
+    assert (retry.action, retry.attempt) == (Action.DISCOVER, 2)
+
+
+def test_reap_mission_completes_with_each_host_outcome():
+    rig = Rig(LINUX, MAC)
+    state = rig.drain()
+    assert state.status is MissionStatus.COMPLETED
+    assert not state.pending_tasks
+    lnx, mac = state.hosts["lnx"], state.hosts["mac"]
+    assert (lnx.outcome, lnx.successful_kills) == (HostOutcome.REAPED, 8)
+    assert (mac.outcome, mac.successful_kills) == (HostOutcome.REAPED, 4)
+    actions = [t.action for t in rig.published if t.host_id == "lnx"]
+    assert actions == [Action.DISCOVER, Action.SCAN, Action.REAP, Action.VERIFY]
+    assert state.counters.kills == 12
+    assert {k.outcome for k in lnx.kills} == {KillOutcome.TERMINATED, KillOutcome.KILLED}
+    assert lnx.survivors == []
+
+
+def test_audit_mission_is_read_only():
+    rig = Rig(LINUX, kind=MissionKind.AUDIT)
+    state = rig.drain()
+    assert [t.action for t in rig.published] == [Action.DISCOVER, Action.SCAN]
+    assert state.hosts["lnx"].outcome is HostOutcome.FINDINGS
+    assert state.counters.kills == 0
+    assert rig.lab.host(LINUX).signals_received == []
+
+
+class _Pushy:
+    """A planner that tries to reap during an audit, then keeps proposing retries forever."""
+
+    name = "pushy"
+
+    def initial_tasks(self, state):
+        return [PlannedTask("lnx", Action.REAP, ReapParams(approved=()).model_dump(mode="json")),
+                PlannedTask("lnx", Action.DISCOVER, attempt=99)]
+
+    def next_tasks(self, state, task, result):
+        return []
+
+
+def test_engine_refuses_what_the_planner_may_not_do():
+    rig = Rig(LINUX, kind=MissionKind.AUDIT, planner=_Pushy())
+    with capture_logs() as logs:
+        state = rig.start()
+    assert rig.take() == []
+    refusals = [e["reason"] for e in logs if e["event"] == "planned_task_refused"]
+    assert refusals == ["audit missions are read-only", "attempt 99 exceeds max_attempts"]
+    assert state.status is MissionStatus.COMPLETED
+
+
+class _Broken:
+    name = "broken"
+
+    def initial_tasks(self, state):
+        return RuleBasedPlanner().initial_tasks(state)
+
+    def next_tasks(self, state, task, result):
+        raise RuntimeError("planner exploded")
+
+
+def test_a_crashing_planner_stalls_nothing():
+    rig = Rig(planner=_Broken())
+    rig.start()
+    with capture_logs() as logs:
+        assert rig.engine.process_result(rig.run(only(rig.take()))) is ApplyResult.APPLIED
+    assert any(e["event"] == "planner_failed" for e in logs)
+    state = rig.state()
+    assert state.status is MissionStatus.COMPLETED  # nothing more planned: the host is done
+
+
+def test_kill_budget_limits_how_many_processes_a_host_may_lose():
+    rig = Rig(options=MissionOptions(kill_budget_per_host=3))
+    state = rig.drain()
+    host = state.hosts["lnx"]
+    assert host.successful_kills == 3
+    assert "kill budget" in host.outcome_detail
+    reap = next(t for t in rig.published if t.action is Action.REAP)
+    assert len(ReapParams.model_validate(reap.params).approved) == 3
+    # The most urgent go first: the three kept are all critical.
+    assert {k.priority.value for k in host.kills} == {"critical"}
+
+
+def test_dry_run_is_enforced_by_the_engine_and_sends_no_signal():
+    rig = Rig(options=MissionOptions(dry_run=True))
+    state = rig.drain()
+    assert all(t.dry_run for t in rig.published)
+    host = state.hosts["lnx"]
+    assert {k.outcome for k in host.kills} == {KillOutcome.DRY_RUN}
+    assert host.outcome is HostOutcome.FINDINGS
+    assert rig.lab.host(LINUX).signals_received == []
+    assert state.counters.kills == 0
+    assert Action.VERIFY not in [t.action for t in rig.published]
+
+
+def test_invalid_result_data_counts_as_a_failure():
+    rig = Rig()
+    rig.start()
+    task = only(rig.take())
+    rig.engine.process_result(result_for(task, data={"hostname": 12, "nonsense": True}))
+    state = rig.state()
+    record = state.completed_tasks[task.task_id]
+    assert (record.status, record.error_code) == (ResultStatus.ERROR, BAD_DATA_ERROR)
+    assert state.hosts["lnx"].failure_count == 1
+
+
+def test_cancel_withdraws_queued_tasks_and_ignores_late_results():
+    rig = Rig(LINUX, MAC)
+    rig.start()
+    in_flight = rig.queue.consume(AgentType.LINUX, timeout=0)
+    assert in_flight is not None
+    state = rig.engine.cancel("operator said so")
+    assert state is not None
+    assert state.status is MissionStatus.CANCELLED
+    assert {h.outcome for h in state.hosts.values()} == {HostOutcome.CANCELLED}
+    assert rig.queue.size(AgentType.MACOS) == 0  # the queued discover was withdrawn
+    assert rig.engine.process_result(rig.run(in_flight)) is ApplyResult.UNKNOWN_TASK
+    assert rig.engine.cancel() == rig.state()  # cancelling twice changes nothing
+    assert rig.engine.tick() == rig.state()
+
+
+def test_two_engines_applying_results_concurrently_lose_nothing():
+    rig = Rig(*(host_spec(f"h{i}", OS.LINUX, options={"process_table": "linux-ci"},
+                          user="ci") for i in range(8)))
+    rig.start()
+    results = [rig.run(t) for t in rig.take()]
+    engines = [rig.engine, rig.new_engine()]
+    barrier = threading.Barrier(2)
+
+    def apply(engine: MissionEngine, batch: list[ResultEvent]) -> None:
+        barrier.wait(timeout=5)
+        for result in batch:
+            assert engine.process_result(result) is ApplyResult.APPLIED
+
+    threads = [threading.Thread(target=apply, args=(e, results[i::2]))
+               for i, e in enumerate(engines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    state = rig.state()
+    assert state.counters.results_applied == 8
+    assert all(h.last_status is HostStatus.HEALTHY for h in state.hosts.values())
+    assert len(rig.take()) == 8  # one scan per host, none lost, none doubled
+
+
+def test_poison_event_is_dead_lettered_after_max_deliveries(monkeypatch):
+    rig = Rig()
+    rig.start()
+    rig.bus.publish(rig.run(only(rig.take())))
+    rig.engine.max_deliveries = 3
+
+    def explode(event):
+        raise ValueError("cannot apply")
+
+    monkeypatch.setattr(rig.engine, "process_result", explode)
+    with capture_logs():
+        for expected_deliveries in (1, 2, 3):
+            batch = (rig.bus.read("m1", timeout=0) if expected_deliveries == 1
+                     else rig.bus.claim_stale("m1", min_idle_seconds=0))
+            delivery = only(batch)
+            assert delivery.deliveries == expected_deliveries
+            rig.engine.handle_delivery(delivery)
+    assert rig.bus.pending_count("m1") == 0
+    dead = only(rig.bus.dead_letters("m1"))
+    assert "cannot apply" in dead.error
+
+
+def test_a_new_engine_resumes_a_mission_and_applies_each_result_once():
+    rig = Rig(LINUX, MAC)
+    rig.start()
+    # The first engine dies after dispatching; agents keep working and publish results.
+    for task in rig.take():
+        rig.bus.publish(rig.run(task))
+    # One result was read by the dead engine but never acknowledged.
+    unacked = rig.bus.read("m1", timeout=0, max_count=1)
+    assert len(unacked) == 1
+    successor = rig.new_engine()
+    stop = threading.Event()
+    worker_stop = threading.Event()
+    pool = [threading.Thread(target=a.run, args=(worker_stop, 0.5), daemon=True)
+            for a in rig.agents.values()]
+    for t in pool:
+        t.start()
+    try:
+        # The loop uses the real clock for waiting; the manual clock never reaches a deadline.
+        final = successor.run_event_loop(stop, max_wait=0.2, resume=True)
+    finally:
+        worker_stop.set()
+        rig.queue.interrupt()
+        for t in pool:
+            t.join(5)
+    assert final is not None
+    assert final.status is MissionStatus.COMPLETED
+    assert final.counters.results_applied == len(final.completed_tasks)
+    assert {h.outcome for h in final.hosts.values()} == {HostOutcome.REAPED}
+    assert rig.bus.pending_count("m1") == 0
+
+
+@pytest.mark.parametrize("status", [ResultStatus.SUCCESS, ResultStatus.PARTIAL])
+def test_partial_results_degrade_without_counting_a_failure(status):
+    rig = Rig()
+    rig.start()
+    task = only(rig.take())
+    result = rig.run(task).model_copy(update={"status": status})
+    rig.engine.process_result(result)
+    host = rig.state().hosts["lnx"]
+    expected = HostStatus.HEALTHY if status is ResultStatus.SUCCESS else HostStatus.DEGRADED
+    assert (host.last_status, host.failure_count) == (expected, 0)
