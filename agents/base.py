@@ -174,7 +174,7 @@ class BaseAgent:
         policy = SafetyPolicy(self.safety, transport.vantage())
         # Kill only what is approved AND still selected by a rule now: state may have changed.
         current = {
-            f.identity.key: f
+            f.identity.pid: f
             for f in self.detector.evaluate(
                 transport.list_processes().processes,
                 now=self.clock.now(),
@@ -196,8 +196,10 @@ class BaseAgent:
             if task.is_expired(self.clock.now()):
                 log.warning("reap_deadline_reached", remaining=len(approved) - len(kills))
                 break
-            finding = current.get(identity.key)
-            if finding is None:
+            finding = current.get(identity.pid)
+            if finding is None or not identity.same_process(
+                finding.identity.pid, finding.identity.create_time
+            ):
                 not_matching.append(identity)
                 continue
             kills.append(

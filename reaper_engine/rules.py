@@ -79,12 +79,16 @@ class Rule(BaseModel):
 
 
 # Things that legitimately run hot or long: compilers, build tools, browsers, editors, IDEs.
+# Case-insensitive: Windows and macOS spell them Code.exe, Safari, Google Chrome.
 _BUSY_BY_DESIGN = (
-    r"(^|/)(rustc|cc1|cc1plus|clang|gcc|g\+\+|ld|lld|javac|go|swiftc|tsc|esbuild)(\s|$)",
-    r"(^|/)cargo (build|check|clippy)\b",
-    r"(^|/|\\)(chrome|chromium|firefox|msedge|safari)(\.exe)?(\s|$)",
-    r"(^|/|\\)(code|cursor|vim|nvim|emacs|idea|pycharm|clion|devenv|xcode)(\.exe)?(\s|$)",
+    r"(?i)(^|[/\\])(rustc|cc1|cc1plus|clang|gcc|g\+\+|ld|lld|javac|go|swiftc|tsc|esbuild"
+    r"|cl|link|msbuild)(\.exe)?(\s|$)",
+    r"(?i)(^|[/\\])cargo(\.exe)? (build|check|clippy)\b",
+    r"(?i)(^|[/\\])(chrome|chromium|google chrome|firefox|msedge|safari)(\.exe)?(\s|$)",
+    r"(?i)(^|[/\\])(code|cursor|vim|nvim|emacs|idea|pycharm|clion|devenv|xcode)(\.exe)?(\s|$)",
 )
+# Log monitors are the orphaned_monitor rule's, even when the log's name contains "_test".
+_MONITORS = r"^(\S*[/\\])?(tail|less|watch)(\.exe)?\s"
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
@@ -124,7 +128,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
                 "proptest",
                 r"mutation.*test",
             ),
-            exclude_patterns=_BUSY_BY_DESIGN,
+            exclude_patterns=(*_BUSY_BY_DESIGN, _MONITORS),
         ),
         action=RuleAction(signal=Signal.SIGTERM, timeout_seconds=5, notify=True),
     ),

@@ -126,8 +126,9 @@ class SafetyPolicy:
             return "root_owned"
         if self.settings.protect_other_users and self._is_other_user(proc):
             return "other_user"
-        if self._is_whitelisted(proc):
-            return f"whitelisted:{normalise_name(proc.name)}"
+        whitelisted_as = self._whitelisted_as(proc)
+        if whitelisted_as is not None:
+            return f"whitelisted:{whitelisted_as}"
         return None
 
     def _is_privileged(self, proc: ProcessInfo) -> bool:
@@ -141,11 +142,13 @@ class SafetyPolicy:
             return proc.user.lower() != self._me_user
         return me.uid is not None or self._me_user is not None  # unknown owner: assume not ours
 
-    def _is_whitelisted(self, proc: ProcessInfo) -> bool:
-        names = {normalise_name(proc.name)}
+    def _whitelisted_as(self, proc: ProcessInfo) -> str | None:
+        """The whitelist entry (name or pattern) that covers ``proc``, if any."""
+        names = [normalise_name(proc.name)]
         if proc.cmdline:
-            names.add(normalise_name(proc.cmdline[0]))
-        if names & self._whitelist:
-            return True
+            names.append(normalise_name(proc.cmdline[0]))
+        for name in names:
+            if name in self._whitelist:
+                return name
         command = proc.command
-        return any(p.search(command) for p in self._patterns)
+        return next((p.pattern for p in self._patterns if p.search(command)), None)

@@ -54,32 +54,50 @@ def config_error(err: ValidationError, source: str, text: str) -> ConfigError:
 
 
 def locate(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best-effort line number of the key at ``loc`` (``("hosts", 2, "os")``) in ``text``."""
+    """Best-effort line number of the key at ``loc`` (``("hosts", 2, "os")``) in ``text``.
+
+    Narrows a region of lines table by table; a key missing from its table points at the
+    table's header.
+    """
     lines = text.splitlines()
-    start = 0
-    table: list[str] = []
-    line_no: int | None = None
-    i = 0
-    while i < len(loc):
-        part = loc[i]
-        nxt = loc[i + 1] if i + 1 < len(loc) else None
-        if isinstance(part, str) and isinstance(nxt, int):
-            table.append(part)
-            header = re.compile(r"^\s*\[\[\s*" + re.escape(".".join(table)) + r"\s*\]\]")
-            hits = [n for n, line in enumerate(lines) if n >= start and header.match(line)]
-            if nxt < len(hits):
-                start = hits[nxt]
-                line_no = start + 1
-            i += 2
+    start, end = 0, len(lines)  # the region: [start, end)
+    found: int | None = None
+    path: list[str] = []
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if not isinstance(part, str):
+            break
+        path.append(part)
+        dotted = re.escape(".".join(path))
+        if parts and isinstance(parts[0], int):  # an array of tables: [[path]] number n
+            n = parts.pop(0)
+            headers = _matching(lines, rf"^\s*\[\[\s*{dotted}\s*\]\]", start, end)
+            if n >= len(headers):
+                break
+            start, end = headers[n], _block_end(lines, headers[n], end)
+            found = start + 1
             continue
-        if isinstance(part, str):
-            key_line = re.compile(r"^\s*" + re.escape(part) + r"\s*=")
-            header = re.compile(r"^\s*\[\s*(" + re.escape(".".join([*table, part])) + r")\s*\]")
-            for n in range(start, len(lines)):
-                if key_line.match(lines[n]) or header.match(lines[n]):
-                    start = n
-                    line_no = n + 1
-                    break
-            table.append(part)
-        i += 1
-    return line_no
+        keys = _matching(lines, rf"^\s*{re.escape(part)}\s*=", start + (found is not None), end)
+        keys = [k for k in keys if k < _block_end(lines, start, end)] if found else keys
+        if keys:
+            return keys[0] + 1
+        tables = _matching(lines, rf"^\s*\[\s*{dotted}\s*\]", start, len(lines))
+        if not tables:
+            break
+        start, end = tables[0], _block_end(lines, tables[0], len(lines))
+        found = start + 1
+    return found
+
+
+def _matching(lines: list[str], pattern: str, start: int, end: int) -> list[int]:
+    regex = re.compile(pattern)
+    return [n for n in range(start, end) if regex.match(lines[n])]
+
+
+def _block_end(lines: list[str], header: int, end: int) -> int:
+    """The line after the last one belonging to the table whose header is at ``header``."""
+    for n in range(header + 1, end):
+        if lines[n].lstrip().startswith("["):
+            return n
+    return end

@@ -36,14 +36,26 @@ def host_spec(host_id: str = "h1", os: OS = OS.LINUX, **kw: Any) -> HostSpec:
 
 
 def make_task(
-    action: Action = Action.SCAN, *, host: HostSpec | None = None, mission_id: str = "m1",
-    task_id: str = "t1", now: datetime = T0, timeout: float = 60.0, **kw: Any,
+    action: Action = Action.SCAN,
+    *,
+    host: HostSpec | None = None,
+    mission_id: str = "m1",
+    task_id: str = "t1",
+    now: datetime = T0,
+    timeout: float = 60.0,
+    **kw: Any,
 ) -> Task:
     host = host or host_spec()
     return Task(
-        task_id=task_id, mission_id=mission_id, host_id=host.host_id,
-        agent_type=host.agent_type, action=action, created_at=now,
-        deadline=now + timedelta(seconds=timeout), target=host, **kw,
+        task_id=task_id,
+        mission_id=mission_id,
+        host_id=host.host_id,
+        agent_type=host.agent_type,
+        action=action,
+        created_at=now,
+        deadline=now + timedelta(seconds=timeout),
+        target=host,
+        **kw,
     )
 
 
@@ -52,28 +64,47 @@ def result_for(task: Task, status: ResultStatus = ResultStatus.SUCCESS, **kw: An
 
 
 def make_state(
-    *hosts: HostSpec, mission_id: str = "m1", kind: MissionKind = MissionKind.REAP,
+    *hosts: HostSpec,
+    mission_id: str = "m1",
+    kind: MissionKind = MissionKind.REAP,
     options: MissionOptions | None = None,
 ) -> MissionState:
     hosts = hosts or (host_spec(),)
     return MissionState(
-        mission_id=mission_id, kind=kind, options=options or MissionOptions(),
+        mission_id=mission_id,
+        kind=kind,
+        options=options or MissionOptions(),
         hosts={h.host_id: HostState.from_spec(h) for h in hosts},
     )
 
 
 def proc(
-    pid: int = 4242, *, cmd: str = "/tmp/test_loop", age: float = 3600.0, cpu: float = 0.0,
-    user: str = "noah", uid: int | None = 1000, now: datetime = T0,
-    cpu_time: float | None = None, rss_mb: float = 10.0,
-    status: ProcessState = ProcessState.SLEEPING, **kw: Any,
+    pid: int = 4242,
+    *,
+    cmd: str = "/tmp/test_loop",
+    age: float = 3600.0,
+    cpu: float = 0.0,
+    user: str = "noah",
+    uid: int | None = 1000,
+    now: datetime = T0,
+    cpu_time: float | None = None,
+    rss_mb: float = 10.0,
+    status: ProcessState = ProcessState.SLEEPING,
+    **kw: Any,
 ) -> ProcessInfo:
     """A process of ``age`` seconds at ``now``; cpu_time defaults to a steady ``cpu`` load."""
     argv = tuple(cmd.split())
     return ProcessInfo(
-        pid=pid, ppid=kw.pop("ppid", 1), uid=uid, user=user,
+        pid=pid,
+        ppid=kw.pop("ppid", 1),
+        uid=uid,
+        user=user,
         name=kw.pop("name", argv[0].rsplit("/", 1)[-1][:15] if argv else ""),
-        cmdline=argv, create_time=now.timestamp() - age, status=status, cpu_percent=cpu,
+        cmdline=argv,
+        create_time=now.timestamp() - age,
+        status=status,
+        cpu_percent=cpu,
         cpu_time=cpu_time if cpu_time is not None else age * cpu / 100,
-        rss=int(rss_mb * 1024 * 1024), **kw,
+        rss=int(rss_mb * 1024 * 1024),
+        **kw,
     )

@@ -66,10 +66,6 @@ class ProcessIdentity(BaseModel):
     def same_process(self, pid: int, create_time: float) -> bool:
         return pid == self.pid and abs(create_time - self.create_time) <= START_TIME_TOLERANCE
 
-    @property
-    def key(self) -> str:
-        return f"{self.host_id}:{self.pid}:{self.create_time:.2f}"
-
 
 class Finding(BaseModel):
     """A process that a rule selected, with enough context to explain and audit the decision."""

@@ -120,7 +120,7 @@ class Background:
         began = time.monotonic()
         try:
             self.value = self.fn()
-        except BaseException as err:  # surfaced by result()
+        except BaseException as err:  # noqa: BLE001 - re-raised by result()
             self.error = err
         finally:
             self.elapsed = time.monotonic() - began
@@ -152,4 +152,3 @@ def background() -> Iterator[Callable[[Callable[[], Any]], Background]]:
     yield start
     for bg in started:
         bg.thread.join(1)
-

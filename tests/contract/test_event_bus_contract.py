@@ -195,7 +195,7 @@ def test_dead_letter_records_payload_and_error_and_removes_from_pending(event_bu
     sent = event("poison")
     event_bus.publish(sent)
     event_bus.publish(event("fine"))
-    poison, fine = event_bus.read("m1", timeout=1)
+    poison, _fine = event_bus.read("m1", timeout=1)
 
     event_bus.dead_letter(poison, "apply failed: boom")
 
@@ -208,9 +208,7 @@ def test_dead_letter_records_payload_and_error_and_removes_from_pending(event_bu
     assert event_bus.dead_letters("m2") == []
 
 
-def test_malformed_entries_are_dead_lettered_and_reading_continues(
-    event_bus, inject_raw_event
-):
+def test_malformed_entries_are_dead_lettered_and_reading_continues(event_bus, inject_raw_event):
     not_json = "}{ definitely not json"
     wrong_shape = json.dumps({"event_type": "task.result", "task_id": ["no"]})
     event_bus.publish(event("t1"))
@@ -244,4 +242,3 @@ def test_event_from_a_newer_schema_is_dead_lettered(event_bus, inject_raw_event)
     assert ids(event_bus.read("m1", timeout=1)) == ["now"]
     [dead] = event_bus.dead_letters("m1")
     assert "schema_version" in dead.error
-

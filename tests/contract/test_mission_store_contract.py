@@ -126,7 +126,7 @@ def test_racing_read_modify_write_with_retry_loses_no_increments(mission_store):
                     except ConcurrentUpdateError:
                         mine += 1
             conflicts.append(mine)
-        except BaseException as err:
+        except BaseException as err:  # noqa: BLE001 - reported by the main thread
             errors.append(err)
 
     workers = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]

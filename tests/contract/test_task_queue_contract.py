@@ -73,7 +73,7 @@ def test_size_tracks_publish_and_consume(task_queue):
 def test_each_task_goes_to_exactly_one_of_concurrent_consumers(task_queue, background):
     ids = [f"t{n}" for n in range(40)]
     consumers = [
-        background(lambda: _consume_until_idle(task_queue, LINUX, idle=0.3)) for _ in range(4)
+        background(lambda: _consume_until_idle(task_queue, LINUX, idle=0.5)) for _ in range(4)
     ]
     for task_id in ids:
         task_queue.publish(linux_task(task_id))
@@ -115,9 +115,7 @@ def test_blocked_consume_wakes_on_publish_from_another_thread(task_queue, backgr
     assert call.elapsed < 5
 
 
-def test_publish_for_another_agent_type_does_not_satisfy_a_blocked_consume(
-    task_queue, background
-):
+def test_publish_for_another_agent_type_does_not_satisfy_a_blocked_consume(task_queue, background):
     call = background(lambda: task_queue.consume(WINDOWS, timeout=0.5))
     assert not call.done.wait(BLOCKED)
     task_queue.publish(linux_task("l1"))

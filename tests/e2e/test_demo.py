@@ -41,8 +41,12 @@ ROGUE = {
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True,
-        timeout=60, cwd=ROOT, check=False,
+        [sys.executable, str(ROOT / "main.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
     )
 
 
@@ -51,11 +55,14 @@ def test_demo_mission_reaps_the_lab_and_locks_the_dead_host():
     inventory = load_inventory(LAB)
     with in_memory_fleet({TransportKind.SIMULATED: lab}) as fleet:
         state = fleet.overseer.create_mission(
-            MissionKind.REAP, inventory, MissionOptions(retry_backoff_seconds=0.05))
+            MissionKind.REAP, inventory, MissionOptions(retry_backoff_seconds=0.05)
+        )
         final = fleet.overseer.wait_for(state.mission_id, timeout=30)
     assert final.status is MissionStatus.COMPLETED
-    got = {h.host_id: (h.outcome, h.failure_count, h.locked, h.successful_kills)
-           for h in final.hosts.values()}
+    got = {
+        h.host_id: (h.outcome, h.failure_count, h.locked, h.successful_kills)
+        for h in final.hosts.values()
+    }
     assert got == EXPECTED
     assert final.hosts["win-qa-02"].last_status is HostStatus.LOCKED
     for spec in inventory.hosts:
@@ -73,7 +80,8 @@ def test_audit_mission_touches_nothing():
     inventory = load_inventory(LAB)
     with in_memory_fleet({TransportKind.SIMULATED: lab}) as fleet:
         state = fleet.overseer.create_mission(
-            "audit", inventory, MissionOptions(retry_backoff_seconds=0.05))
+            "audit", inventory, MissionOptions(retry_backoff_seconds=0.05)
+        )
         final = fleet.overseer.wait_for(state.mission_id, timeout=30)
     assert final.status is MissionStatus.COMPLETED
     assert final.counters.kills == 0
@@ -89,7 +97,8 @@ def test_cancel_stops_a_running_mission():
     # The dead host's retries wait 30 s: the mission cannot finish before we cancel it.
     with in_memory_fleet({TransportKind.SIMULATED: lab}) as fleet:
         state = fleet.overseer.create_mission(
-            "reap", inventory, MissionOptions(retry_backoff_seconds=30))
+            "reap", inventory, MissionOptions(retry_backoff_seconds=30)
+        )
         cancelled = fleet.overseer.cancel_mission(state.mission_id, "test")
         final = fleet.overseer.wait_for(state.mission_id, timeout=10)
     assert cancelled.status is MissionStatus.CANCELLED
@@ -142,3 +151,13 @@ def test_demo_rejects_a_bad_inventory_with_one_clear_line(tmp_path, content, exp
     [line] = proc.stderr.strip().splitlines()
     assert line.startswith(f"error: {bad}")
     assert expected in line
+
+
+def test_fleet_stops_every_thread_promptly_even_mid_mission():
+    lab = SimulatedLab(base_dir=LAB.parent)
+    fleet = in_memory_fleet({TransportKind.SIMULATED: lab})
+    # A 30 s backoff keeps the mission's loop alive and waiting when we stop it.
+    fleet.overseer.create_mission(
+        "reap", load_inventory(LAB), MissionOptions(retry_backoff_seconds=30)
+    )
+    assert fleet.close(timeout=5) is True

@@ -54,16 +54,26 @@ class Rig:
         self.bus = InMemoryEventBus()
         self.lab = SimulatedLab(self.clock)
         router = TransportRouter({LINUX.transport: self.lab})
-        self.agents = {t: cls(self.queue, self.bus, router, clock=self.clock)
-                       for t, cls in AGENTS.items()}
+        self.agents = {
+            t: cls(self.queue, self.bus, router, clock=self.clock) for t, cls in AGENTS.items()
+        }
         self.engine = self.new_engine(planner)
-        self.initial = make_state(*(hosts or (LINUX,)), kind=kind,
-                                  options=options or MissionOptions(retry_backoff_seconds=1.0))
+        self.initial = make_state(
+            *(hosts or (LINUX,)),
+            kind=kind,
+            options=options or MissionOptions(retry_backoff_seconds=1.0),
+        )
         self.published: list[Task] = []
 
     def new_engine(self, planner=None) -> MissionEngine:
-        return MissionEngine("m1", store=self.store, queue=self.queue, bus=self.bus,
-                             planner=planner or RuleBasedPlanner(), clock=self.clock)
+        return MissionEngine(
+            "m1",
+            store=self.store,
+            queue=self.queue,
+            bus=self.bus,
+            planner=planner or RuleBasedPlanner(),
+            clock=self.clock,
+        )
 
     def start(self) -> MissionState:
         return self.engine.start_mission(self.initial)
@@ -117,7 +127,9 @@ def test_start_dispatches_one_discover_per_host():
     assert state.version == 1
     tasks = rig.take()
     assert sorted((t.host_id, t.action) for t in tasks) == [
-        ("lnx", Action.DISCOVER), ("mac", Action.DISCOVER)]
+        ("lnx", Action.DISCOVER),
+        ("mac", Action.DISCOVER),
+    ]
     assert {t.agent_type for t in tasks} == {AgentType.LINUX, AgentType.MACOS}
     assert all(p.dispatched_at is not None for p in state.pending_tasks.values())
     assert state.counters.tasks_dispatched == 2
@@ -164,7 +176,10 @@ def test_results_for_unknown_tasks_missions_or_mismatched_hosts_are_dropped():
         assert rig.engine.process_result(wrong_host) is ApplyResult.MISMATCH
     assert rig.state() == before
     assert [e["event"] for e in logs] == [
-        "result_unknown_task", "result_unknown_mission", "result_mismatch"]
+        "result_unknown_task",
+        "result_unknown_mission",
+        "result_mismatch",
+    ]
 
 
 def test_engine_for_a_missing_mission_drops_results():
@@ -221,8 +236,9 @@ def test_non_retriable_error_ends_the_host_as_failed():
     rig = Rig()
     rig.start()
     task = only(rig.take())
-    rig.engine.process_result(result_for(task, ResultStatus.ERROR, error_code="BOOM",
-                                         retriable=False, summary="boom"))
+    rig.engine.process_result(
+        result_for(task, ResultStatus.ERROR, error_code="BOOM", retriable=False, summary="boom")
+    )
     state = rig.state()
     assert state.status is MissionStatus.FAILED
     assert state.hosts["lnx"].outcome is HostOutcome.FAILED
@@ -284,8 +300,10 @@ class _Pushy:
     name = "pushy"
 
     def initial_tasks(self, state):
-        return [PlannedTask("lnx", Action.REAP, ReapParams(approved=()).model_dump(mode="json")),
-                PlannedTask("lnx", Action.DISCOVER, attempt=99)]
+        return [
+            PlannedTask("lnx", Action.REAP, ReapParams(approved=()).model_dump(mode="json")),
+            PlannedTask("lnx", Action.DISCOVER, attempt=99),
+        ]
 
     def next_tasks(self, state, task, result):
         return []
@@ -372,8 +390,12 @@ def test_cancel_withdraws_queued_tasks_and_ignores_late_results():
 
 
 def test_two_engines_applying_results_concurrently_lose_nothing():
-    rig = Rig(*(host_spec(f"h{i}", OS.LINUX, options={"process_table": "linux-ci"},
-                          user="ci") for i in range(8)))
+    rig = Rig(
+        *(
+            host_spec(f"h{i}", OS.LINUX, options={"process_table": "linux-ci"}, user="ci")
+            for i in range(8)
+        )
+    )
     rig.start()
     results = [rig.run(t) for t in rig.take()]
     engines = [rig.engine, rig.new_engine()]
@@ -384,8 +406,9 @@ def test_two_engines_applying_results_concurrently_lose_nothing():
         for result in batch:
             assert engine.process_result(result) is ApplyResult.APPLIED
 
-    threads = [threading.Thread(target=apply, args=(e, results[i::2]))
-               for i, e in enumerate(engines)]
+    threads = [
+        threading.Thread(target=apply, args=(e, results[i::2])) for i, e in enumerate(engines)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -408,8 +431,11 @@ def test_poison_event_is_dead_lettered_after_max_deliveries(monkeypatch):
     monkeypatch.setattr(rig.engine, "process_result", explode)
     with capture_logs():
         for expected_deliveries in (1, 2, 3):
-            batch = (rig.bus.read("m1", timeout=0) if expected_deliveries == 1
-                     else rig.bus.claim_stale("m1", min_idle_seconds=0))
+            batch = (
+                rig.bus.read("m1", timeout=0)
+                if expected_deliveries == 1
+                else rig.bus.claim_stale("m1", min_idle_seconds=0)
+            )
             delivery = only(batch)
             assert delivery.deliveries == expected_deliveries
             rig.engine.handle_delivery(delivery)
@@ -430,8 +456,10 @@ def test_a_new_engine_resumes_a_mission_and_applies_each_result_once():
     successor = rig.new_engine()
     stop = threading.Event()
     worker_stop = threading.Event()
-    pool = [threading.Thread(target=a.run, args=(worker_stop, 0.5), daemon=True)
-            for a in rig.agents.values()]
+    pool = [
+        threading.Thread(target=a.run, args=(worker_stop, 0.5), daemon=True)
+        for a in rig.agents.values()
+    ]
     for t in pool:
         t.start()
     try:

@@ -25,13 +25,22 @@ HOST = host_spec("h1")
 
 
 def finding(pid: int, priority: Priority, protected_by: str | None = None) -> Finding:
-    return Finding(identity=ProcessIdentity(host_id="h1", pid=pid, create_time=1000.0 + pid),
-                   rule="r", priority=priority, reason="because", protected_by=protected_by)
+    return Finding(
+        identity=ProcessIdentity(host_id="h1", pid=pid, create_time=1000.0 + pid),
+        rule="r",
+        priority=priority,
+        reason="because",
+        protected_by=protected_by,
+    )
 
 
 def kill(pid: int, outcome: KillOutcome) -> KillRecord:
-    return KillRecord(identity=ProcessIdentity(host_id="h1", pid=pid, create_time=1000.0 + pid),
-                      rule="r", priority=Priority.HIGH, outcome=outcome)
+    return KillRecord(
+        identity=ProcessIdentity(host_id="h1", pid=pid, create_time=1000.0 + pid),
+        rule="r",
+        priority=Priority.HIGH,
+        outcome=outcome,
+    )
 
 
 def test_initial_tasks_discover_every_unlocked_host():
@@ -39,7 +48,9 @@ def test_initial_tasks_discover_every_unlocked_host():
     state.hosts["b"].locked = True
     planned = planner.initial_tasks(state)
     assert [(p.host_id, p.action) for p in planned] == [
-        ("a", Action.DISCOVER), ("c", Action.DISCOVER)]
+        ("a", Action.DISCOVER),
+        ("c", Action.DISCOVER),
+    ]
 
 
 def test_discover_is_followed_by_scan():
@@ -115,7 +126,8 @@ def test_retriable_error_is_retried_with_exponential_backoff():
     for attempt in (1, 2, 3):
         task = make_task(Action.SCAN, host=HOST, attempt=attempt, params={"x": 1})
         [retry] = planner.next_tasks(
-            state, task, result_for(task, ResultStatus.ERROR, retriable=True))
+            state, task, result_for(task, ResultStatus.ERROR, retriable=True)
+        )
         assert (retry.action, retry.attempt, retry.params) == (Action.SCAN, attempt + 1, {"x": 1})
         delays.append(retry.delay_seconds)
     assert delays == [0.5, 1.0, 2.0]
@@ -124,15 +136,17 @@ def test_retriable_error_is_retried_with_exponential_backoff():
 def test_retries_stop_at_max_attempts():
     state = make_state(HOST, options=MissionOptions(max_attempts=3))
     task = make_task(Action.SCAN, host=HOST, attempt=3)
-    assert planner.next_tasks(state, task, result_for(task, ResultStatus.ERROR,
-                                                      retriable=True)) == []
+    assert (
+        planner.next_tasks(state, task, result_for(task, ResultStatus.ERROR, retriable=True)) == []
+    )
 
 
 def test_non_retriable_errors_are_not_retried():
     state = make_state(HOST)
     task = make_task(Action.SCAN, host=HOST)
-    assert planner.next_tasks(state, task, result_for(task, ResultStatus.ERROR,
-                                                      retriable=False)) == []
+    assert (
+        planner.next_tasks(state, task, result_for(task, ResultStatus.ERROR, retriable=False)) == []
+    )
 
 
 def test_locked_host_gets_nothing():
@@ -140,8 +154,9 @@ def test_locked_host_gets_nothing():
     state.hosts["h1"].locked = True
     task = make_task(Action.DISCOVER, host=HOST)
     assert planner.next_tasks(state, task, result_for(task)) == []
-    assert planner.next_tasks(state, task, result_for(task, ResultStatus.ERROR,
-                                                      retriable=True)) == []
+    assert (
+        planner.next_tasks(state, task, result_for(task, ResultStatus.ERROR, retriable=True)) == []
+    )
 
 
 @pytest.mark.parametrize(("attempt", "expected"), [(1, 1.0), (2, 2.0), (3, 4.0), (6, 30.0)])

@@ -87,7 +87,7 @@ def test_unknown_key_in_third_host_names_key_and_line() -> None:
 
 def test_unknown_key_that_also_appears_in_later_hosts_points_at_the_third() -> None:
     # The same unknown key in the 3rd and the 4th host: the error is about the 3rd.
-    text = _hosts_doc('bogus = 1\n', n=4).replace('host_id = "h3"', 'host_id = "h3"\nbogus = 2')
+    text = _hosts_doc("bogus = 1\n", n=4).replace('host_id = "h3"', 'host_id = "h3"\nbogus = 2')
     with pytest.raises(ConfigError) as info:
         parse_inventory(text, "f.toml")
     assert info.value.key == "hosts.2.bogus"
@@ -258,8 +258,8 @@ def test_broken_table_syntax_is_a_config_error(tmp_path: Path) -> None:
 
 def test_table_with_unknown_process_key_is_a_config_error(tmp_path: Path) -> None:
     text = (
-        "[[process]]\npid = 5000\nuser = \"u\"\nname = \"a\"\nage_seconds = 1\n\n"
-        "[[process]]\npid = 5001\nuser = \"u\"\nname = \"b\"\nage_seconds = 1\ncpu = 99\n"
+        '[[process]]\npid = 5000\nuser = "u"\nname = "a"\nage_seconds = 1\n\n'
+        '[[process]]\npid = 5001\nuser = "u"\nname = "b"\nage_seconds = 1\ncpu = 99\n'
     )
     (tmp_path / "bad.toml").write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="unknown key") as info:

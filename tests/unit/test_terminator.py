@@ -1,0 +1,507 @@
+"""Terminator: every outcome of a kill attempt, against a fake transport; one audit per call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from agents.terminator import Terminator
+from agents.transports.base import ProcessListing, SignalDelivery, Transport
+from reaper_engine.audit import AuditRecord
+from reaper_engine.models import (
+    DiscoverData,
+    Finding,
+    KillOutcome,
+    Priority,
+    ProcessIdentity,
+    ProcessInfo,
+)
+from reaper_engine.rules import RuleAction
+from reaper_engine.safety import SafetyPolicy, SafetySettings, Vantage
+from reaper_engine.signals import Signal
+from tests.factories import T0, clock, host_spec, proc
+
+ME = Vantage(user="noah", uid=1000)
+TERM_THEN_KILL = RuleAction(
+    signal=Signal.SIGTERM, timeout_seconds=5, fallback_signal=Signal.SIGKILL
+)
+TERM_ONLY = RuleAction(signal=Signal.SIGTERM, timeout_seconds=0, fallback_signal=None)
+KILL_ONLY = RuleAction(signal=Signal.SIGKILL, fallback_signal=None)
+REPORT = RuleAction(type="report")
+
+
+@dataclass
+class FakeTransport(Transport):
+    """A dict of processes; signals remove them unless told otherwise. Never sleeps."""
+
+    processes: dict[int, ProcessInfo] = field(default_factory=dict)
+    ignores_sigterm: set[int] = field(default_factory=set)  # exits on SIGKILL only
+    unkillable: set[int] = field(default_factory=set)  # survives every signal
+    denied: dict[int, set[Signal]] = field(default_factory=dict)  # the OS refuses these
+    vanish_before_signal: set[int] = field(default_factory=set)  # exits after the lookup
+    exits_during_wait: set[int] = field(default_factory=set)  # exits just after wait_gone
+    sent: list[tuple[int, Signal]] = field(default_factory=list)  # delivered signals
+    attempts: list[tuple[int, float, Signal]] = field(default_factory=list)  # every request
+    waits: list[float] = field(default_factory=list)
+    lookups: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(host_spec("fake1"))
+
+    def add(self, info: ProcessInfo) -> ProcessInfo:
+        self.processes[info.pid] = info
+        return info
+
+    def _current(self, pid: int, create_time: float) -> ProcessInfo | None:
+        info = self.processes.get(pid)
+        if info is None or abs(info.create_time - create_time) > 0.05:
+            return None
+        return info
+
+    def facts(self) -> DiscoverData:
+        return DiscoverData(hostname="fake1", os="linux", process_count=len(self.processes))
+
+    def vantage(self) -> Vantage:
+        return ME
+
+    def list_processes(self) -> ProcessListing:
+        return ProcessListing(processes=tuple(self.processes.values()))
+
+    def get_process(self, pid: int) -> ProcessInfo | None:
+        self.lookups.append(pid)
+        return self.processes.get(pid)
+
+    def send_signal(self, pid: int, create_time: float, signal: Signal) -> SignalDelivery:
+        self.attempts.append((pid, create_time, signal))
+        if pid in self.vanish_before_signal:
+            self.processes.pop(pid, None)
+        if self._current(pid, create_time) is None:
+            return SignalDelivery.GONE  # never signal a process that merely reuses the PID
+        if signal in self.denied.get(pid, set()):
+            return SignalDelivery.DENIED
+        self.sent.append((pid, signal))
+        if pid in self.unkillable:
+            return SignalDelivery.SENT
+        if signal is Signal.SIGKILL or pid not in self.ignores_sigterm:
+            del self.processes[pid]
+        return SignalDelivery.SENT
+
+    def wait_gone(self, pid: int, create_time: float, timeout: float) -> bool:
+        self.waits.append(timeout)
+        gone = self._current(pid, create_time) is None
+        if pid in self.exits_during_wait:
+            self.processes.pop(pid, None)
+        return gone
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+
+    def record(self, entry: AuditRecord) -> None:
+        self.records.append(entry)
+
+
+def finding_for(info: ProcessInfo, rule: str = "hung_test", **kw) -> Finding:
+    return Finding(
+        identity=ProcessIdentity(host_id="fake1", pid=info.pid, create_time=info.create_time),
+        rule=rule,
+        priority=kw.pop("priority", Priority.HIGH),
+        reason=f"{rule}: test",
+        command=info.command,
+        name=info.name,
+        user=info.user,
+        cpu_percent=info.cpu_percent,
+        rss_mb=info.rss_mb,
+        age_seconds=info.age_seconds(T0),
+        **kw,
+    )
+
+
+@pytest.fixture
+def transport() -> FakeTransport:
+    return FakeTransport()
+
+
+@pytest.fixture
+def sink() -> ListSink:
+    return ListSink()
+
+
+def make_terminator(
+    transport: FakeTransport, sink: ListSink, settings: SafetySettings | None = None
+) -> Terminator:
+    return Terminator(
+        transport,
+        SafetyPolicy(settings or SafetySettings(), ME),
+        clock=clock(),
+        audit=sink,
+        mission_id="m1",
+        task_id="t1",
+    )
+
+
+@pytest.fixture
+def terminator(transport, sink) -> Terminator:
+    return make_terminator(transport, sink)
+
+
+# -- signalled ------------------------------------------------------------------------------
+
+
+def test_terminated_when_it_exits_on_the_first_signal(transport, terminator):
+    info = transport.add(proc(4242))
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.TERMINATED
+    assert record.signals == ("SIGTERM",)
+    assert record.dry_run is False
+    assert record.identity.pid == 4242
+    assert record.rule == "hung_test"
+    assert 4242 not in transport.processes
+    assert transport.attempts == [(4242, info.create_time, Signal.SIGTERM)]
+    assert transport.waits == [5]  # the rule's timeout bounds the wait
+
+
+def test_killed_when_it_needs_the_fallback_signal(transport, terminator):
+    info = transport.add(proc(4242))
+    transport.ignores_sigterm.add(4242)
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.KILLED
+    assert record.signals == ("SIGTERM", "SIGKILL")
+    assert "SIGKILL" in record.detail
+    assert 4242 not in transport.processes
+    assert [s for _, _, s in transport.attempts] == [Signal.SIGTERM, Signal.SIGKILL]
+    # every signal request carries the start time the finding was made with
+    assert {ct for _, ct, _ in transport.attempts} == {info.create_time}
+
+
+def test_failed_when_it_survives_every_signal(transport, terminator):
+    info = transport.add(proc(4242))
+    transport.unkillable.add(4242)
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.FAILED
+    assert record.signals == ("SIGTERM", "SIGKILL")
+    assert 4242 in transport.processes
+
+
+def test_failed_without_a_fallback_signal(transport, terminator):
+    info = transport.add(proc(4242))
+    transport.ignores_sigterm.add(4242)
+
+    record = terminator.terminate(finding_for(info), TERM_ONLY, dry_run=False)
+
+    assert record.outcome is KillOutcome.FAILED
+    assert record.signals == ("SIGTERM",)
+    assert [s for _, s in transport.sent] == [Signal.SIGTERM]  # no SIGKILL invented
+    assert 4242 in transport.processes
+    assert transport.waits == [2.0]  # with no fallback it still waits a minimum
+
+
+def test_single_sigkill_rule_terminates(transport, terminator):
+    info = transport.add(proc(4242, cpu=99.9))
+
+    record = terminator.terminate(finding_for(info, "infinite_loop"), KILL_ONLY, dry_run=False)
+
+    assert record.outcome is KillOutcome.TERMINATED
+    assert record.signals == ("SIGKILL",)
+
+
+def test_exit_between_the_wait_and_the_fallback_counts_as_terminated(transport, terminator):
+    info = transport.add(proc(4242))
+    transport.ignores_sigterm.add(4242)
+    transport.exits_during_wait.add(4242)
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.TERMINATED
+    assert record.signals == ("SIGTERM",)  # the SIGKILL found nothing to signal
+
+
+# -- already gone -----------------------------------------------------------------------------
+
+
+def test_already_gone_when_there_is_no_such_pid(transport, terminator):
+    info = proc(4242)  # never added to the transport
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.ALREADY_GONE
+    assert record.signals == ()
+    assert transport.attempts == []
+
+
+def test_reused_pid_is_already_gone_and_the_new_process_is_not_signalled(transport, terminator):
+    original = proc(4242, age=3600)
+    newcomer = transport.add(proc(4242, cmd="/usr/bin/innocent", age=10))
+
+    record = terminator.terminate(finding_for(original), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.ALREADY_GONE
+    assert "another process" in record.detail
+    assert record.signals == ()
+    assert transport.attempts == []
+    assert transport.processes[4242] == newcomer
+
+
+def test_start_time_within_tolerance_is_the_same_process(transport, terminator):
+    info = transport.add(proc(4242))
+    finding = finding_for(info)
+    rounded = finding.model_copy(
+        update={
+            "identity": finding.identity.model_copy(update={"create_time": info.create_time + 0.01})
+        }
+    )
+
+    record = terminator.terminate(rounded, TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.TERMINATED
+
+
+def test_vanishing_between_lookup_and_signal_is_already_gone(transport, terminator):
+    info = transport.add(proc(4242))
+    transport.vanish_before_signal.add(4242)
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.ALREADY_GONE
+    assert record.signals == ()
+    assert transport.sent == []
+
+
+# -- protected ----------------------------------------------------------------------------
+
+
+def test_protected_when_now_root_owned(transport, terminator):
+    seen = proc(4242)
+    transport.add(seen.model_copy(update={"uid": 0, "user": "root"}))
+
+    record = terminator.terminate(finding_for(seen), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.PROTECTED
+    assert record.detail == "root_owned"
+    assert transport.attempts == []
+
+
+def test_protected_when_whitelisted_at_kill_time(transport, sink):
+    info = transport.add(proc(4242, cmd="/tmp/test_loop"))
+    terminator = make_terminator(
+        transport, sink, SafetySettings(whitelist_processes=("test_loop",))
+    )
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.PROTECTED
+    assert record.detail == "whitelisted:test_loop"
+    assert transport.attempts == []
+    assert 4242 in transport.processes
+
+
+@pytest.mark.parametrize(
+    ("changes", "protection"),
+    [
+        ({"uid": 1001, "user": "alice"}, "other_user"),
+        ({"status": "zombie"}, "zombie"),
+        ({"is_kernel_thread": True}, "kernel_thread"),
+    ],
+)
+def test_protections_are_applied_to_the_process_as_it_is_now(
+    transport, terminator, changes, protection
+):
+    seen = proc(4242)
+    transport.add(ProcessInfo.model_validate({**seen.model_dump(), **changes}))
+
+    record = terminator.terminate(finding_for(seen), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.PROTECTED
+    assert record.detail == protection
+    assert transport.attempts == []
+
+
+def test_low_pid_is_protected(transport, terminator):
+    info = transport.add(proc(500))
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+    assert record.outcome is KillOutcome.PROTECTED
+    assert record.detail == "below_min_pid"
+    assert transport.attempts == []
+
+
+def test_report_only_rule_never_signals(transport, terminator):
+    info = transport.add(proc(4242, rss_mb=20000))
+
+    record = terminator.terminate(
+        finding_for(info, "memory_hog", report_only=True), REPORT, dry_run=False
+    )
+
+    assert record.outcome is KillOutcome.PROTECTED
+    assert "only reports" in record.detail
+    assert transport.attempts == []
+    assert 4242 in transport.processes
+
+
+# -- denied -----------------------------------------------------------------------------------
+
+
+def test_denied_when_the_os_refuses_the_signal(transport, terminator):
+    info = transport.add(proc(4242))
+    transport.denied[4242] = {Signal.SIGTERM, Signal.SIGKILL}
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.DENIED
+    assert record.signals == ()
+    assert "SIGTERM" in record.detail
+    assert 4242 in transport.processes
+    assert [s for _, _, s in transport.attempts] == [Signal.SIGTERM]  # gives up at once
+
+
+def test_denied_on_the_fallback_signal(transport, terminator):
+    info = transport.add(proc(4242))
+    transport.ignores_sigterm.add(4242)
+    transport.denied[4242] = {Signal.SIGKILL}
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+
+    assert record.outcome is KillOutcome.DENIED
+    assert record.signals == ("SIGTERM",)
+    assert 4242 in transport.processes
+
+
+# -- dry run ------------------------------------------------------------------------------
+
+
+def test_dry_run_sends_no_signal(transport, terminator):
+    info = transport.add(proc(4242))
+
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=True)
+
+    assert record.outcome is KillOutcome.DRY_RUN
+    assert record.dry_run is True
+    assert record.signals == ()
+    assert "SIGTERM" in record.detail
+    assert transport.attempts == []
+    assert 4242 in transport.processes
+
+
+def test_dry_run_still_applies_protections_and_identity(transport, terminator):
+    protected = transport.add(proc(4243, uid=0, user="root"))
+    original = proc(4244, age=3600)
+    transport.add(proc(4244, age=5))  # PID reused
+
+    first = terminator.terminate(finding_for(protected), TERM_THEN_KILL, dry_run=True)
+    second = terminator.terminate(finding_for(original), TERM_THEN_KILL, dry_run=True)
+
+    assert first.outcome is KillOutcome.PROTECTED
+    assert second.outcome is KillOutcome.ALREADY_GONE
+    assert first.dry_run
+    assert second.dry_run
+    assert transport.attempts == []
+
+
+# -- audit ----------------------------------------------------------------------------------
+
+
+def _scenario(name: str, transport: FakeTransport) -> tuple[Finding, RuleAction, bool]:
+    info = proc(4242, age=7200)
+    if name == "terminated":
+        transport.add(info)
+        return finding_for(info), TERM_THEN_KILL, False
+    if name == "killed":
+        transport.add(info)
+        transport.ignores_sigterm.add(4242)
+        return finding_for(info), TERM_THEN_KILL, False
+    if name == "failed":
+        transport.add(info)
+        transport.unkillable.add(4242)
+        return finding_for(info), TERM_THEN_KILL, False
+    if name == "failed_no_fallback":
+        transport.add(info)
+        transport.ignores_sigterm.add(4242)
+        return finding_for(info), TERM_ONLY, False
+    if name == "already_gone":
+        return finding_for(info), TERM_THEN_KILL, False
+    if name == "pid_reused":
+        transport.add(proc(4242, age=1))
+        return finding_for(info), TERM_THEN_KILL, False
+    if name == "protected":
+        transport.add(info.model_copy(update={"uid": 0, "user": "root"}))
+        return finding_for(info), TERM_THEN_KILL, False
+    if name == "report_only":
+        transport.add(info)
+        return finding_for(info, "memory_hog", report_only=True), REPORT, False
+    if name == "denied":
+        transport.add(info)
+        transport.denied[4242] = {Signal.SIGTERM}
+        return finding_for(info), TERM_THEN_KILL, False
+    if name == "dry_run":
+        transport.add(info)
+        return finding_for(info), TERM_THEN_KILL, True
+    raise AssertionError(name)
+
+
+AUDIT_CASES = [
+    # scenario, outcome, audit action, last signal
+    ("terminated", KillOutcome.TERMINATED, "kill", "SIGTERM"),
+    ("killed", KillOutcome.KILLED, "kill", "SIGKILL"),
+    ("failed", KillOutcome.FAILED, "kill", "SIGKILL"),
+    ("failed_no_fallback", KillOutcome.FAILED, "kill", "SIGTERM"),
+    ("already_gone", KillOutcome.ALREADY_GONE, "refuse", None),
+    ("pid_reused", KillOutcome.ALREADY_GONE, "refuse", None),
+    ("protected", KillOutcome.PROTECTED, "refuse", None),
+    ("report_only", KillOutcome.PROTECTED, "refuse", None),
+    ("denied", KillOutcome.DENIED, "refuse", None),
+    ("dry_run", KillOutcome.DRY_RUN, "dry_run", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "outcome", "action", "signal"), AUDIT_CASES, ids=[c[0] for c in AUDIT_CASES]
+)
+def test_every_call_is_audited_exactly_once(
+    transport, terminator, sink, scenario, outcome, action, signal
+):
+    finding, rule_action, dry_run = _scenario(scenario, transport)
+
+    record = terminator.terminate(finding, rule_action, dry_run=dry_run)
+
+    assert record.outcome is outcome
+    [entry] = sink.records
+    assert entry.action == action
+    assert entry.pid == 4242
+    assert entry.start_time == finding.identity.create_time
+    assert entry.rule == finding.rule
+    assert entry.outcome == outcome.value
+    assert entry.dry_run is dry_run
+    assert entry.signal == signal
+    assert entry.detail == record.detail
+    assert entry.hostname == "fake1"
+    assert (entry.mission_id, entry.task_id) == ("m1", "t1")
+    assert entry.timestamp == T0
+    assert entry.priority == finding.priority.value
+    assert entry.command == finding.command
+
+
+def test_audit_records_accumulate_one_per_call(transport, terminator, sink):
+    infos = [transport.add(proc(pid)) for pid in (5001, 5002, 5003)]
+    for info in infos:
+        terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+    terminator.terminate(finding_for(infos[0]), TERM_THEN_KILL, dry_run=False)  # now gone
+
+    assert [(r.pid, r.outcome) for r in sink.records] == [
+        (5001, "terminated"),
+        (5002, "terminated"),
+        (5003, "terminated"),
+        (5001, "already_gone"),
+    ]
+
+
+def test_elapsed_seconds_is_recorded(transport, terminator):
+    info = transport.add(proc(4242))
+    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
+    assert 0 <= record.elapsed_seconds < 1
