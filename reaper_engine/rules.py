@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reaper_engine.models import Priority, ProcessState
+from reaper_engine.patterns import Regexes
 from reaper_engine.signals import Signal
 
 
@@ -22,20 +22,10 @@ class RuleConditions(BaseModel):
     age_seconds: float | None = Field(default=None, ge=0)
     age_hours: float | None = Field(default=None, ge=0)
     memory_mb_min: float | None = Field(default=None, ge=0)
-    command_patterns: tuple[str, ...] = ()
-    exclude_patterns: tuple[str, ...] = ()
+    command_patterns: Regexes = ()
+    exclude_patterns: Regexes = ()
     states: tuple[ProcessState, ...] = ()
     users: tuple[str, ...] = ()
-
-    @field_validator("command_patterns", "exclude_patterns")
-    @classmethod
-    def _valid_regexes(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"invalid regex {pattern!r}: {err}") from None
-        return patterns
 
     @model_validator(mode="after")
     def _one_age(self) -> RuleConditions:

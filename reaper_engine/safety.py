@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from reaper_engine.models import ProcessInfo, ProcessState
+from reaper_engine.patterns import Regexes
 
 DEFAULT_WHITELIST: tuple[str, ...] = (
     "systemd",
@@ -60,21 +61,11 @@ class SafetySettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     whitelist_processes: tuple[str, ...] = DEFAULT_WHITELIST
-    whitelist_patterns: tuple[str, ...] = ()
+    whitelist_patterns: Regexes = ()
     min_pid: int = Field(default=1000, ge=0)
     protect_root: bool = True
     protect_other_users: bool = True
     protect_shell_ancestors: bool = True
-
-    @field_validator("whitelist_patterns")
-    @classmethod
-    def _valid_regexes(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                raise ValueError(f"invalid regex {pattern!r}: {err}") from None
-        return patterns
 
 
 @dataclass(frozen=True, slots=True)
