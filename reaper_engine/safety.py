@@ -8,11 +8,14 @@ to mark findings as protected so that nobody plans to kill them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reaper_engine.models import ProcessInfo, ProcessState
+from reaper_engine.models.process import START_TIME_TOLERANCE
 from reaper_engine.patterns import Regexes
 
 DEFAULT_WHITELIST: tuple[str, ...] = (
@@ -66,11 +69,26 @@ class SafetySettings(BaseModel):
     protect_root: bool = True
     protect_other_users: bool = True
     protect_shell_ancestors: bool = True
+    # Seed 002's scope mode: touch only processes spawned after the reaper's baseline, or only
+    # descendants of one process (scope_root_pid; default: the reaper itself).
+    scope: Literal["all", "baseline", "descendants"] = "all"
+    scope_root_pid: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _root_needs_descendants(self) -> SafetySettings:
+        if self.scope_root_pid is not None and self.scope != "descendants":
+            raise ValueError("scope_root_pid only applies with scope = 'descendants'")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
 class Vantage:
-    """Who is acting on the host: the account, and (locally) the reaper's own process tree."""
+    """Who is acting on the host: the account, and (locally) the reaper's own process tree.
+
+    ``baseline`` (pid -> start time of every process that existed when the reaper started) and
+    ``descendants`` (pids under the scope root) feed the scope modes; when a mode needs one
+    that is missing, every process is out of scope (fail closed).
+    """
 
     user: str | None = None
     uid: int | None = None
@@ -78,6 +96,8 @@ class Vantage:
     ancestors: frozenset[int] = field(default_factory=frozenset)
     pgid: int | None = None
     sid: int | None = None
+    baseline: Mapping[int, float] | None = field(default=None, hash=False)
+    descendants: frozenset[int] | None = None
 
 
 def normalise_name(name: str) -> str:
@@ -111,6 +131,9 @@ class SafetyPolicy:
             return "own_session"
         if proc.status is ProcessState.ZOMBIE:
             return "zombie"  # already dead: its parent must reap it
+        out_of_scope = self._outside_scope(proc)
+        if out_of_scope is not None:
+            return out_of_scope
         if proc.pid < self.settings.min_pid:
             return "below_min_pid"
         if self.settings.protect_root and self._is_privileged(proc):
@@ -120,6 +143,21 @@ class SafetyPolicy:
         whitelisted_as = self._whitelisted_as(proc)
         if whitelisted_as is not None:
             return f"whitelisted:{whitelisted_as}"
+        return None
+
+    def _outside_scope(self, proc: ProcessInfo) -> str | None:
+        scope = self.settings.scope
+        if scope == "baseline":
+            baseline = self.vantage.baseline
+            if baseline is None:
+                return "outside_scope:no_baseline"
+            started = baseline.get(proc.pid)
+            if started is not None and abs(started - proc.create_time) <= START_TIME_TOLERANCE:
+                return "outside_scope:baseline"
+        elif scope == "descendants":
+            allowed = self.vantage.descendants
+            if allowed is None or proc.pid not in allowed:
+                return "outside_scope:descendants"
         return None
 
     def _is_privileged(self, proc: ProcessInfo) -> bool:
@@ -143,3 +181,19 @@ class SafetyPolicy:
                 return name
         command = proc.command
         return next((p.pattern for p in self._patterns if p.search(command)), None)
+
+
+def descendants_of(root_pid: int, processes: Iterable[ProcessInfo]) -> frozenset[int]:
+    """PIDs of every process below ``root_pid`` in the parent tree (not ``root_pid`` itself)."""
+    children: dict[int, list[int]] = {}
+    for proc in processes:
+        if proc.pid != proc.ppid:
+            children.setdefault(proc.ppid, []).append(proc.pid)
+    found: set[int] = set()
+    stack = list(children.get(root_pid, ()))
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found.add(pid)
+            stack.extend(children.get(pid, ()))
+    return frozenset(found)
