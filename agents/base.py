@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import structlog
 
 from agents.terminator import Terminator
-from agents.transports.base import Transport, TransportFactory
+from agents.transports.base import ProcessListing, Transport, TransportFactory
 from reaper_engine.audit import AuditSink
 from reaper_engine.clock import Clock, SystemClock
 from reaper_engine.detector import Detector
@@ -21,8 +22,10 @@ from reaper_engine.errors import AgentError, TaskRefusedError, UnknownActionErro
 from reaper_engine.models import (
     Action,
     AgentType,
+    Finding,
     KillOutcome,
     KillRecord,
+    ProcessState,
     ReapData,
     ReapParams,
     ResultEvent,
@@ -34,11 +37,18 @@ from reaper_engine.models import (
 )
 from reaper_engine.ports import EventBus, TaskQueue
 from reaper_engine.rules import DEFAULT_RULES, Rule
-from reaper_engine.safety import SafetyPolicy, SafetySettings
+from reaper_engine.safety import SafetyPolicy, SafetySettings, policy_for
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Task, Transport], ResultEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class _Look:
+    listing: ProcessListing
+    policy: SafetyPolicy
+    findings: list[Finding]
 
 
 class BaseAgent:
@@ -54,7 +64,9 @@ class BaseAgent:
         safety: SafetySettings | None = None,
         clock: Clock | None = None,
         audit: AuditSink | None = None,
+        config_file: str | None = None,
     ) -> None:
+        self.config_file = config_file  # named in every audit record
         self.queue = queue
         self.bus = bus
         self.transports = transports
@@ -151,50 +163,37 @@ class BaseAgent:
         return self._success(task, summary, facts.model_dump(mode="json"))
 
     def scan(self, task: Task, transport: Transport) -> ResultEvent:
-        listing = transport.list_processes()
-        findings = self.detector.evaluate(
-            listing.processes,
-            now=self.clock.now(),
-            host_id=task.host_id,
-            policy=SafetyPolicy(self.safety, transport.vantage()),
-        )
+        look = self._look(task, transport)
         data = ScanData(
-            processes_scanned=len(listing.processes),
-            findings=tuple(findings),
-            skipped=dict(listing.skipped),
+            processes_scanned=len(look.listing.processes),
+            findings=tuple(look.findings),
+            skipped=dict(look.listing.skipped),
         )
-        protected = sum(1 for f in findings if not f.killable)
-        summary = f"{len(listing.processes)} processes, {len(findings)} finding(s)"
+        protected = sum(1 for f in look.findings if not f.killable)
+        summary = f"{len(look.listing.processes)} processes, {len(look.findings)} finding(s)"
         if protected:
             summary += f" ({protected} not killable)"
         return self._success(task, summary, data.model_dump(mode="json"))
 
     def reap(self, task: Task, transport: Transport) -> ResultEvent:
         approved = ReapParams.model_validate(task.params).approved
-        policy = SafetyPolicy(self.safety, transport.vantage())
         # Kill only what is approved AND still selected by a rule now: state may have changed.
-        current = {
-            f.identity.pid: f
-            for f in self.detector.evaluate(
-                transport.list_processes().processes,
-                now=self.clock.now(),
-                host_id=task.host_id,
-                policy=policy,
-            )
-        }
+        look = self._look(task, transport)
+        current = {f.identity.pid: f for f in look.findings}
         terminator = Terminator(
             transport,
-            policy,
+            look.policy,
             clock=self.clock,
             audit=self.audit,
             mission_id=task.mission_id,
             task_id=task.task_id,
+            config_file=self.config_file,
         )
         kills: list[KillRecord] = []
         not_matching = []
-        for identity in approved:
+        for done, identity in enumerate(approved):
             if task.is_expired(self.clock.now()):
-                log.warning("reap_deadline_reached", remaining=len(approved) - len(kills))
+                log.warning("reap_deadline_reached", remaining=len(approved) - done)
                 break
             finding = current.get(identity.pid)
             if finding is None or not identity.same_process(
@@ -202,14 +201,18 @@ class BaseAgent:
             ):
                 not_matching.append(identity)
                 continue
-            kills.append(
-                terminator.terminate(
-                    finding, self._rules[finding.rule].action, dry_run=task.dry_run
+            kills.extend(
+                terminator.terminate_scope(
+                    finding,
+                    self._rules[finding.rule].action,
+                    dry_run=task.dry_run,
+                    processes=look.listing.processes,
                 )
             )
         data = ReapData(kills=tuple(kills), not_matching=tuple(not_matching))
         failed = [k for k in kills if k.outcome in (KillOutcome.FAILED, KillOutcome.DENIED)]
-        unfinished = len(kills) + len(not_matching) < len(approved)
+        handled = {k.identity.pid for k in kills} | {i.pid for i in not_matching}
+        unfinished = any(i.pid not in handled for i in approved)
         status = ResultStatus.PARTIAL if failed or unfinished else ResultStatus.SUCCESS
         return self._success(
             task, _reap_summary(kills, not_matching), data.model_dump(mode="json"), status=status
@@ -217,26 +220,27 @@ class BaseAgent:
 
     def verify(self, task: Task, transport: Transport) -> ResultEvent:
         expected = VerifyParams.model_validate(task.params).expected_gone
-        listing = transport.list_processes()
-        alive = [
-            i
-            for i in expected
-            if any(i.same_process(p.pid, p.create_time) for p in listing.processes)
-        ]
-        findings = self.detector.evaluate(
-            listing.processes,
-            now=self.clock.now(),
-            host_id=task.host_id,
-            policy=SafetyPolicy(self.safety, transport.vantage()),
-        )
+        look = self._look(task, transport)
+        # A zombie has exited; only its parent's wait() is missing. It counts as gone.
+        running = [p for p in look.listing.processes if p.status is not ProcessState.ZOMBIE]
+        alive = [i for i in expected if any(i.same_process(p.pid, p.create_time) for p in running)]
         data = VerifyData(
             still_alive=tuple(alive),
-            findings=tuple(findings),
-            processes_scanned=len(listing.processes),
+            findings=tuple(look.findings),
+            processes_scanned=len(look.listing.processes),
         )
         summary = f"{len(expected) - len(alive)}/{len(expected)} gone"
         status = ResultStatus.PARTIAL if alive else ResultStatus.SUCCESS
         return self._success(task, summary, data.model_dump(mode="json"), status=status)
+
+    def _look(self, task: Task, transport: Transport) -> _Look:
+        """List the host's processes once; judge them with the policy for that same table."""
+        listing = transport.list_processes()
+        policy = policy_for(self.safety, transport.vantage(), listing.processes)
+        findings = self.detector.evaluate(
+            listing.processes, now=self.clock.now(), host_id=task.host_id, policy=policy
+        )
+        return _Look(listing, policy, findings)
 
     def _success(
         self,

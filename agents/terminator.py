@@ -9,13 +9,15 @@ Dry-run goes through every step but the signal. Every decision is audited.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from datetime import datetime
 
 import structlog
 
 from agents.transports.base import SignalDelivery, Transport
 from reaper_engine.audit import AuditRecord, AuditSink
 from reaper_engine.clock import Clock
-from reaper_engine.models import Finding, KillOutcome, KillRecord
+from reaper_engine.models import Finding, KillOutcome, KillRecord, ProcessIdentity, ProcessInfo
 from reaper_engine.rules import RuleAction
 from reaper_engine.safety import SafetyPolicy
 from reaper_engine.signals import Signal
@@ -42,13 +44,41 @@ class Terminator:
         audit: AuditSink | None = None,
         mission_id: str | None = None,
         task_id: str | None = None,
+        config_file: str | None = None,
     ) -> None:
+        self.config_file = config_file
         self.transport = transport
         self.policy = policy
         self.clock = clock
         self.audit: AuditSink = audit or LogAuditSink()
         self.mission_id = mission_id
         self.task_id = task_id
+
+    def terminate_scope(
+        self,
+        finding: Finding,
+        action: RuleAction,
+        *,
+        dry_run: bool,
+        processes: Sequence[ProcessInfo],
+    ) -> list[KillRecord]:
+        """End the finding's process and, for group or tree scope, its members first.
+
+        Members are taken deepest first so no child is orphaned and re-parented mid-way; each
+        goes through the same checks as the process itself (a protected member is spared).
+        """
+        if action.scope == "process":
+            return [self.terminate(finding, action, dry_run=dry_run)]
+        members = scope_members(finding.identity.pid, action.scope, processes)
+        now = self.clock.now()
+        records = [
+            self.terminate(
+                _member_finding(finding, member, action.scope, now), action, dry_run=dry_run
+            )
+            for member in members
+        ]
+        records.append(self.terminate(finding, action, dry_run=dry_run))
+        return records
 
     def terminate(self, finding: Finding, action: RuleAction, *, dry_run: bool) -> KillRecord:
         started = time.monotonic()
@@ -62,6 +92,7 @@ class Terminator:
                 hostname=self.transport.spec.host_id,
                 mission_id=self.mission_id,
                 task_id=self.task_id,
+                config_file=self.config_file,
             )
         )
         return record
@@ -139,3 +170,58 @@ class Terminator:
         if delivery is SignalDelivery.GONE:
             return KillOutcome.ALREADY_GONE, "exited before the signal"
         return KillOutcome.DENIED, f"the OS refused {signal.value}"
+
+
+def scope_members(leader: int, scope: str, processes: Sequence[ProcessInfo]) -> list[ProcessInfo]:
+    """The other processes a group or tree kill covers, deepest in the tree first."""
+    by_pid = {p.pid: p for p in processes}
+    children: dict[int, list[int]] = {}
+    for proc in processes:
+        if proc.pid != proc.ppid:
+            children.setdefault(proc.ppid, []).append(proc.pid)
+
+    def depth(pid: int) -> int:
+        seen, d = set(), 0
+        while pid in by_pid and pid not in seen:
+            seen.add(pid)
+            pid = by_pid[pid].ppid
+            d += 1
+        return d
+
+    if scope == "tree":
+        found: list[int] = []
+        stack = list(children.get(leader, ()))
+        while stack:
+            pid = stack.pop()
+            if pid not in found:
+                found.append(pid)
+                stack.extend(children.get(pid, ()))
+        members = [by_pid[pid] for pid in found if pid in by_pid]
+    elif scope == "group":
+        head = by_pid.get(leader)
+        group = head.pgid if head is not None else None
+        members = [
+            p for p in processes if group is not None and p.pgid == group and p.pid != leader
+        ]
+    else:
+        return []
+    return sorted(members, key=lambda p: -depth(p.pid))
+
+
+def _member_finding(leader: Finding, proc: ProcessInfo, scope: str, now: datetime) -> Finding:
+    return leader.model_copy(
+        update={
+            "identity": ProcessIdentity(
+                host_id=leader.identity.host_id, pid=proc.pid, create_time=proc.create_time
+            ),
+            "reason": f"{leader.reason} ({scope} of pid {leader.identity.pid})",
+            "matched": (f"{scope} member of pid {leader.identity.pid}",),
+            "command": proc.command,
+            "name": proc.name,
+            "user": proc.user,
+            "cpu_percent": proc.cpu_percent,
+            "rss_mb": round(proc.rss_mb, 2),
+            "age_seconds": round(proc.age_seconds(now), 1),
+            "protected_by": None,
+        }
+    )

@@ -57,7 +57,7 @@ class AuditRecord(BaseModel):
             reason=finding.reason,
             signal=record.signals[-1] if record.signals else None,
             cpu_percent=finding.cpu_percent,
-            memory_mb=finding.rss_mb,
+            memory_mb=round(finding.rss_mb, 2),
             age_hours=round(finding.age_seconds / 3600, 2),
             user=finding.user,
             hostname=hostname,

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from reaper_engine.models import Priority, ProcessState
 from reaper_engine.patterns import Regexes
@@ -53,7 +60,15 @@ class RuleAction(BaseModel):
 
     @field_validator("signal", "fallback_signal", mode="before")
     @classmethod
-    def _parse_signal(cls, value: object) -> object:
+    def _parse_signal(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, bool):
+            raise ValueError("a signal is a name like 'SIGTERM' or a number like 15")
+        if (
+            info.field_name == "fallback_signal"
+            and isinstance(value, str)
+            and value.strip().lower() == "none"
+        ):
+            return None  # TOML has no null: "none" is how a file says "no fallback"
         return Signal.parse(value) if isinstance(value, str | int) else value
 
 

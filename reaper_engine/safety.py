@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -197,3 +197,14 @@ def descendants_of(root_pid: int, processes: Iterable[ProcessInfo]) -> frozenset
             found.add(pid)
             stack.extend(children.get(pid, ()))
     return frozenset(found)
+
+
+def policy_for(
+    settings: SafetySettings, vantage: Vantage, processes: Iterable[ProcessInfo]
+) -> SafetyPolicy:
+    """The policy for one look at a host: resolves the descendants scope from its table."""
+    if settings.scope == "descendants":
+        root = settings.scope_root_pid or vantage.pid
+        if root is not None:
+            vantage = replace(vantage, descendants=descendants_of(root, processes))
+    return SafetyPolicy(settings, vantage)

@@ -1,0 +1,196 @@
+"""The local transport: this machine's processes, read directly and signalled safely.
+
+Listing uses the fastest reader the OS offers (``/proc`` on Linux, psutil elsewhere) with CPU%
+from cpu-time deltas; signals go through a pidfd on Linux and psutil elsewhere. The factory
+keeps one CPU sampler and one signaller for all its transports, so a daemon's repeated scans
+build CPU history and a signal's pidfd is still there when the terminator waits for the exit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+import psutil
+
+from agents.cpu_sampler import CpuSampler, sampled
+from agents.platform import default_reader
+from agents.platform.pidfd import PidfdSignaller, pidfd_supported
+from agents.platform.psutil_signals import PsutilSignaller
+from agents.transports.base import ProcessListing, SignalDelivery, Transport
+from reaper_engine.errors import TaskRefusedError
+from reaper_engine.models import OS, DiscoverData, HostSpec, ProcessInfo
+from reaper_engine.safety import Vantage
+from reaper_engine.signals import Signal
+
+
+class Reader(Protocol):
+    """What the local transport needs of a process reader (see agents.platform)."""
+
+    def read(self) -> _Snapshot: ...
+
+    def get(self, pid: int) -> ProcessInfo | None: ...
+
+
+class _Snapshot(Protocol):
+    @property
+    def processes(self) -> tuple[ProcessInfo, ...]: ...
+
+    @property
+    def skipped(self) -> dict[str, int]: ...
+
+    @property
+    def taken_at(self) -> float: ...
+
+
+class Signaller(Protocol):
+    def send(self, pid: int, create_time: float, sig: Signal) -> SignalDelivery: ...
+
+    def wait_gone(self, pid: int, create_time: float, timeout: float) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def this_os() -> OS:
+    if sys.platform.startswith("linux"):
+        return OS.LINUX
+    if sys.platform == "darwin":
+        return OS.MACOS
+    if sys.platform.startswith("win"):
+        return OS.WINDOWS
+    raise TaskRefusedError(f"unsupported platform {sys.platform}", error_code="OS_MISMATCH")
+
+
+def default_signaller(reader: Reader) -> Signaller:
+    if sys.platform.startswith("linux"):
+        if pidfd_supported():
+
+            def start_time_of(pid: int) -> float | None:
+                proc = reader.get(pid)
+                return proc.create_time if proc is not None else None
+
+            return PidfdSignaller(start_time_of)
+    return PsutilSignaller()
+
+
+class LocalTransport(Transport):
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        reader: Reader,
+        sampler: CpuSampler,
+        signaller: Signaller,
+        sample_seconds: float,
+        baseline: Mapping[int, float] | None = None,
+        wait: Callable[[float], object] = time.sleep,
+    ) -> None:
+        super().__init__(spec)
+        if spec.os is not this_os():
+            raise TaskRefusedError(
+                f"host '{spec.host_id}' is declared {spec.os} but this machine runs {this_os()}",
+                error_code="OS_MISMATCH",
+            )
+        self.reader = reader
+        self.sampler = sampler
+        self.signaller = signaller
+        self.sample_seconds = sample_seconds
+        self.baseline = baseline
+        self._wait = wait
+
+    def facts(self) -> DiscoverData:
+        return DiscoverData(
+            hostname=socket.gethostname(),
+            os=self.spec.os.value,
+            os_version=platform.platform(),
+            cpu_count=os.cpu_count() or 1,
+            process_count=len(psutil.pids()),
+            boot_time=psutil.boot_time(),
+            agent_user=_my_user(),
+        )
+
+    def vantage(self) -> Vantage:
+        me = psutil.Process()
+        posix = hasattr(os, "getpgrp")
+        return Vantage(
+            user=_my_user(),
+            uid=os.geteuid() if hasattr(os, "geteuid") else None,
+            pid=me.pid,
+            ancestors=frozenset(p.pid for p in _parents(me)),
+            pgid=os.getpgrp() if posix else None,
+            sid=os.getsid(0) if posix else None,
+            baseline=self.baseline,
+        )
+
+    def list_processes(self) -> ProcessListing:
+        skipped: dict[str, int] = {}
+
+        def read() -> tuple[tuple[ProcessInfo, ...], float]:
+            snapshot = self.reader.read()
+            skipped.clear()
+            skipped.update(snapshot.skipped)
+            return snapshot.processes, snapshot.taken_at
+
+        processes = sampled(read, self.sampler, sample_seconds=self.sample_seconds, wait=self._wait)
+        return ProcessListing(processes=tuple(processes), skipped=dict(skipped))
+
+    def get_process(self, pid: int) -> ProcessInfo | None:
+        return self.reader.get(pid)
+
+    def send_signal(self, pid: int, create_time: float, signal: Signal) -> SignalDelivery:
+        return self.signaller.send(pid, create_time, signal)
+
+    def wait_gone(self, pid: int, create_time: float, timeout: float) -> bool:
+        return self.signaller.wait_gone(pid, create_time, timeout)
+
+
+class LocalTransportFactory:
+    """Opens LocalTransports that share one reader, CPU history and signaller."""
+
+    def __init__(
+        self,
+        *,
+        reader: Reader | None = None,
+        signaller: Signaller | None = None,
+        sample_seconds: float = 0.25,
+        capture_baseline: bool = False,
+    ) -> None:
+        self.reader: Reader = reader if reader is not None else default_reader()
+        self.signaller = signaller or default_signaller(self.reader)
+        self.sampler = CpuSampler()
+        self.sample_seconds = sample_seconds
+        self.baseline: dict[int, float] | None = None
+        if capture_baseline:
+            self.baseline = {p.pid: p.create_time for p in self.reader.read().processes}
+
+    def open(self, spec: HostSpec) -> Transport:
+        return LocalTransport(
+            spec,
+            reader=self.reader,
+            sampler=self.sampler,
+            signaller=self.signaller,
+            sample_seconds=self.sample_seconds,
+            baseline=self.baseline,
+        )
+
+    def close(self) -> None:
+        self.signaller.close()
+
+
+def _my_user() -> str | None:
+    try:
+        return psutil.Process().username()
+    except (psutil.Error, KeyError):
+        return None
+
+
+def _parents(me: psutil.Process) -> list[psutil.Process]:
+    try:
+        return list(me.parents())
+    except psutil.Error:
+        return []

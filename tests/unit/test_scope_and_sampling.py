@@ -1,0 +1,184 @@
+"""CPU sampling from deltas; group/tree kill scope; the baseline and descendants scope modes."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.cpu_sampler import CpuSampler, sampled
+from agents.terminator import Terminator, scope_members
+from reaper_engine.models import KillOutcome
+from reaper_engine.rules import RuleAction
+from reaper_engine.safety import (
+    SafetyPolicy,
+    SafetySettings,
+    Vantage,
+    descendants_of,
+    policy_for,
+)
+from reaper_engine.signals import Signal
+from tests.factories import T0, clock, proc
+from tests.fakes import ME, FakeTransport, ListSink, finding_for
+
+# -- CPU sampling ----------------------------------------------------------------------------
+
+
+def test_cpu_percent_comes_from_cpu_time_deltas_per_identity():
+    sampler = CpuSampler()
+    busy = proc(5000, cpu_time=100.0)
+    idle = proc(5001, cpu_time=50.0)
+    first = sampler.annotate([busy, idle], taken_at=1000.0)
+    assert [p.cpu_percent for p in first] == [0.0, 0.0]  # no history yet: nothing invented
+    later = [busy.model_copy(update={"cpu_time": 101.8}), idle]
+    second = sampler.annotate(later, taken_at=1002.0)
+    assert [p.cpu_percent for p in second] == [90.0, 0.0]
+
+
+def test_two_cores_read_200_percent_and_a_reused_pid_starts_fresh():
+    sampler = CpuSampler()
+    sampler.annotate([proc(5000, cpu_time=10.0)], taken_at=0.0)
+    [hot] = sampler.annotate([proc(5000, cpu_time=12.0)], taken_at=1.0)
+    assert hot.cpu_percent == 200.0
+    newcomer = proc(5000, cpu_time=500.0, age=5)  # same PID, different start time
+    [fresh] = sampler.annotate([newcomer], taken_at=2.0)
+    assert fresh.cpu_percent == 0.0
+
+
+def test_one_shot_scan_takes_a_short_sample_instead_of_reporting_zero():
+    sampler = CpuSampler()
+    reads = iter([([proc(5000, cpu_time=10.0)], 100.0), ([proc(5000, cpu_time=10.2)], 100.25)])
+    waited: list[float] = []
+    [p] = sampled(lambda: next(reads), sampler, sample_seconds=0.25, wait=waited.append)
+    assert waited == [0.25]
+    assert p.cpu_percent == 80.0
+
+
+def test_scans_with_history_do_not_sample_again():
+    sampler = CpuSampler()
+    sampler.annotate([proc(5000, cpu_time=10.0)], taken_at=100.0)
+    waited: list[float] = []
+    [p] = sampled(
+        lambda: ([proc(5000, cpu_time=40.0)], 160.0),
+        sampler,
+        sample_seconds=0.25,
+        wait=waited.append,
+    )
+    assert waited == []
+    assert p.cpu_percent == 50.0
+
+
+# -- group and tree scope --------------------------------------------------------------------
+
+# 6000 ─┬─ 6001 ─── 6003
+#       └─ 6002              6010 is 6000's process-group sibling, not a descendant
+TABLE = [
+    proc(6000, ppid=1, pgid=6000),
+    proc(6001, ppid=6000, pgid=6000),
+    proc(6002, ppid=6000, pgid=6000),
+    proc(6003, ppid=6001, pgid=6000),
+    proc(6010, ppid=1, pgid=6000),
+    proc(7000, ppid=1, pgid=7000),
+]
+
+
+def test_tree_members_are_descendants_deepest_first():
+    members = [p.pid for p in scope_members(6000, "tree", TABLE)]
+    assert sorted(members) == [6001, 6002, 6003]
+    assert members[0] == 6003
+
+
+def test_group_members_share_the_process_group():
+    assert sorted(p.pid for p in scope_members(6000, "group", TABLE)) == [6001, 6002, 6003, 6010]
+    assert scope_members(6000, "process", TABLE) == []
+
+
+def test_tree_kill_ends_children_first_and_spares_a_protected_member():
+    transport = FakeTransport()
+    for p in TABLE:
+        transport.add(p)
+    vim = transport.add(proc(6004, ppid=6002, pgid=6000, cmd="vim notes.txt", name="vim"))
+    table = [*TABLE, vim]
+    sink = ListSink()
+    terminator = Terminator(
+        transport, SafetyPolicy(SafetySettings(), ME), clock=clock(), audit=sink
+    )
+    action = RuleAction(signal=Signal.SIGTERM, scope="tree")
+    records = terminator.terminate_scope(
+        finding_for(TABLE[0]), action, dry_run=False, processes=table
+    )
+    by_pid = {r.identity.pid: r.outcome for r in records}
+    assert by_pid == {
+        6000: KillOutcome.TERMINATED,
+        6001: KillOutcome.TERMINATED,
+        6002: KillOutcome.TERMINATED,
+        6003: KillOutcome.TERMINATED,
+        6004: KillOutcome.PROTECTED,
+    }
+    signalled = [pid for pid, _ in transport.sent]
+    assert signalled[-1] == 6000  # the leader last
+    assert signalled.index(6003) < signalled.index(6001)  # grandchild before child
+    assert 6010 in transport.processes
+    assert 7000 in transport.processes
+    assert len(sink.records) == 5  # one audit line per decision, members included
+
+
+# -- scope modes (seed 002) ------------------------------------------------------------------
+
+
+def test_descendants_of_walks_the_whole_subtree():
+    assert descendants_of(6000, TABLE) == {6001, 6002, 6003}
+    assert descendants_of(7000, TABLE) == frozenset()
+
+
+def test_descendants_scope_allows_only_the_subtree_of_the_root():
+    settings = SafetySettings(scope="descendants", scope_root_pid=6000)
+    policy = policy_for(settings, ME, TABLE)
+    assert policy.protection_for(TABLE[3]) is None  # 6003, a grandchild
+    assert policy.protection_for(TABLE[4]) == "outside_scope:descendants"  # 6010
+    assert policy.protection_for(TABLE[0]) == "outside_scope:descendants"  # the root itself
+
+
+def test_descendants_scope_defaults_to_the_reapers_own_children():
+    me = Vantage(user="noah", uid=1000, pid=6001)
+    policy = policy_for(SafetySettings(scope="descendants"), me, TABLE)
+    assert policy.protection_for(TABLE[3]) is None
+    assert policy.protection_for(TABLE[2]) == "outside_scope:descendants"
+
+
+def test_scope_modes_fail_closed_without_their_data():
+    unknown_root = Vantage(user="noah", uid=1000)  # a remote host: no pid of ours there
+    assert (
+        policy_for(SafetySettings(scope="descendants"), unknown_root, TABLE).protection_for(
+            TABLE[3]
+        )
+        == "outside_scope:descendants"
+    )
+    no_baseline = SafetyPolicy(SafetySettings(scope="baseline"), ME)
+    assert no_baseline.protection_for(TABLE[3]) == "outside_scope:no_baseline"
+
+
+def test_baseline_scope_spares_what_existed_before_and_allows_newcomers():
+    old = proc(6500, age=7200)
+    reused = proc(6501, age=10)  # its PID was in the baseline, held by an earlier process
+    new = proc(6502, age=10)
+    baseline = {6500: old.create_time, 6501: T0.timestamp() - 9999}
+    policy = SafetyPolicy(
+        SafetySettings(scope="baseline"), Vantage(user="noah", uid=1000, baseline=baseline)
+    )
+    assert policy.protection_for(old) == "outside_scope:baseline"
+    assert policy.protection_for(reused) is None
+    assert policy.protection_for(new) is None
+
+
+def test_scope_root_pid_requires_the_descendants_scope():
+    with pytest.raises(ValueError, match="scope_root_pid"):
+        SafetySettings(scope_root_pid=1234)
+
+
+def test_a_second_look_moments_later_measures_over_the_minimum_window():
+    sampler = CpuSampler(min_window=0.2)
+    sampler.annotate([proc(5000, cpu_time=10.0)], taken_at=100.0)
+    [scan] = sampler.annotate([proc(5000, cpu_time=10.25)], taken_at=100.25)
+    assert scan.cpu_percent == 100.0
+    # 5 ms later the tick counter has not moved; measured against the 100.0 sample instead.
+    [reap] = sampler.annotate([proc(5000, cpu_time=10.25)], taken_at=100.255)
+    assert reap.cpu_percent == pytest.approx(98.0, abs=0.1)
