@@ -14,12 +14,19 @@ import time
 from pathlib import Path
 
 from agents.simulation import SimulatedLab
+from agents.transports.local import LocalTransportFactory, this_os
 from infra.logging import configure_logging
 from overseer.bootstrap import in_memory_fleet
 from overseer.inventory import load_inventory
 from reaper_engine.engine import EngineNotice
 from reaper_engine.errors import ConfigError
-from reaper_engine.models import MissionKind, MissionOptions, MissionState, TransportKind
+from reaper_engine.models import (
+    HostSpec,
+    MissionKind,
+    MissionOptions,
+    MissionState,
+    TransportKind,
+)
 
 DEFAULT_INVENTORY = Path(__file__).resolve().parent / "examples" / "lab.toml"
 
@@ -30,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python main.py",
         description="Run one Reaper mission over a simulated lab, in memory, and show the "
-        "outcome per host. Nothing on this machine is touched.",
+        "outcome per host. This machine is scanned too, in dry run: no process of yours is "
+        "ever signalled.",
         epilog="Exit codes: 0 mission completed, 1 mission failed (every host failed), "
         "2 timed out, 3 invalid inventory or options.",
     )
@@ -48,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="decide and audit every kill, send no signal"
+    )
+    parser.add_argument(
+        "--no-local",
+        dest="local",
+        action="store_false",
+        help="leave this machine out (by default it joins the mission as host "
+        "'this-machine', always in dry run: scanned for real, never signalled)",
     )
     parser.add_argument(
         "--timeout",
@@ -167,10 +182,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
     lab = SimulatedLab(base_dir=args.inventory.resolve().parent)
+    hosts = list(inventory.hosts)
+    if args.local:
+        hosts.append(
+            HostSpec(
+                host_id="this-machine",
+                os=this_os(),
+                transport=TransportKind.LOCAL,
+                dry_run=True,
+                tags=("demo",),
+            )
+        )
+    local = LocalTransportFactory()
     progress = Progress(args.quiet)
-    with in_memory_fleet({TransportKind.SIMULATED: lab}, listener=progress) as fleet:
+    transports = {TransportKind.SIMULATED: lab, TransportKind.LOCAL: local}
+    with in_memory_fleet(transports, listener=progress) as fleet:
         try:
-            state = fleet.overseer.create_mission(args.kind, inventory, options)
+            state = fleet.overseer.create_mission(args.kind, hosts, options)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -182,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         final = fleet.overseer.wait_for(state.mission_id, timeout=args.timeout)
+    local.close()
 
     print()
     print(

@@ -10,24 +10,44 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from reaper_engine.models import ProcessInfo
 
 _Key = tuple[int, float]
 
 
+@dataclass
+class _History:
+    recent: list[tuple[float, float]]  # (cpu_time, wall): for CPU% over the last moments
+    checkpoints: list[tuple[float, float]]  # (wall, cpu_time): for windows of minutes/hours
+
+
 class CpuSampler:
-    """Remembers recent (cpu_time, wall time) samples per process.
+    """Remembers (cpu_time, wall time) samples per process.
 
     CPU% is measured against the newest sample at least ``min_window`` seconds old, so two
     looks a few milliseconds apart (a scan, then the reap that re-checks it) do not measure
     noise: cpu time advances in clock ticks (10 ms), and over 5 ms a busy loop can read 0%.
+
+    For rules about longer windows (sustained load, idle time) it also keeps checkpoints, at
+    most ``max_checkpoints`` per process: when full, every other one is dropped, so coverage
+    doubles as resolution halves and memory stays bounded however long the daemon runs.
+    They reach rules as ``ProcessInfo.cpu_samples``.
     """
 
-    def __init__(self, min_window: float = 0.2, keep: int = 8) -> None:
+    def __init__(
+        self,
+        min_window: float = 0.2,
+        keep: int = 8,
+        checkpoint_every: float = 20.0,
+        max_checkpoints: int = 32,
+    ) -> None:
         self.min_window = min_window
         self.keep = keep
-        self._history: dict[_Key, list[tuple[float, float]]] = {}
+        self.checkpoint_every = checkpoint_every
+        self.max_checkpoints = max_checkpoints
+        self._history: dict[_Key, _History] = {}
         self._lock = threading.Lock()
 
     def knows(self, processes: Iterable[ProcessInfo]) -> float:
@@ -39,25 +59,41 @@ class CpuSampler:
             return sum(1 for p in procs if _key(p) in self._history) / len(procs)
 
     def annotate(self, processes: Iterable[ProcessInfo], taken_at: float) -> list[ProcessInfo]:
-        """Fill ``cpu_percent`` from history, remember this look, forget exited processes."""
+        """Fill ``cpu_percent`` and ``cpu_samples``, remember this look, forget the dead."""
         out: list[ProcessInfo] = []
-        history: dict[_Key, list[tuple[float, float]]] = {}
+        histories: dict[_Key, _History] = {}
         with self._lock:
             for proc in processes:
                 key = _key(proc)
-                samples = self._history.get(key, [])
-                ref = _reference(samples, taken_at, self.min_window)
+                old = self._history.get(key) or _History([], [])
+                ref = _reference(old.recent, taken_at, self.min_window)
+                update: dict[str, object] = {}
                 if ref is None:
-                    out.append(proc)
-                    history[key] = [(proc.cpu_time, taken_at)]
-                    continue
-                cpu_before, wall_before = samples[ref]
-                elapsed = taken_at - wall_before
-                percent = 100.0 * (proc.cpu_time - cpu_before) / elapsed if elapsed > 0 else 0.0
-                out.append(proc.model_copy(update={"cpu_percent": round(max(0.0, percent), 1)}))
-                history[key] = [*samples[ref:], (proc.cpu_time, taken_at)][-self.keep :]
-            self._history = history
+                    recent = [(proc.cpu_time, taken_at)]
+                else:
+                    cpu_before, wall_before = old.recent[ref]
+                    elapsed = taken_at - wall_before
+                    percent = 100.0 * (proc.cpu_time - cpu_before) / elapsed if elapsed > 0 else 0
+                    update["cpu_percent"] = round(max(0.0, percent), 1)
+                    recent = [*old.recent[ref:], (proc.cpu_time, taken_at)][-self.keep :]
+                checkpoints = self._checkpoint(old.checkpoints, taken_at, proc.cpu_time)
+                histories[key] = _History(recent, checkpoints)
+                update["cpu_samples"] = (*checkpoints[:-1], (taken_at, proc.cpu_time))
+                out.append(proc.model_copy(update=update))
+            self._history = histories
         return out
+
+    def _checkpoint(
+        self, checkpoints: list[tuple[float, float]], wall: float, cpu: float
+    ) -> list[tuple[float, float]]:
+        """The checkpoints after this look; the last entry is always the latest look."""
+        if len(checkpoints) >= 2 and wall - checkpoints[-2][0] < self.checkpoint_every:
+            kept = [*checkpoints[:-1], (wall, cpu)]  # too soon: the latest look replaces the last
+        else:
+            kept = [*checkpoints, (wall, cpu)]
+        if len(kept) > self.max_checkpoints:
+            kept = [*kept[:-1:2], kept[-1]]
+        return kept
 
 
 def _reference(samples: list[tuple[float, float]], now: float, min_window: float) -> int | None:

@@ -256,6 +256,7 @@ _HELP: dict[str, dict[str, str]] = {
         "age_seconds": "Older than this, in seconds (or age_hours, not both).",
         "age_hours": "Older than this, in hours (or age_seconds, not both).",
         "memory_mb_min": "Resident memory at least this many MiB.",
+        "idle_seconds": "No CPU progress for at least this many seconds (needs scan history).",
         "command_patterns": "The command line matches one of these regexes.",
         "exclude_patterns": "...and none of these.",
         "states": "Process state is one of these (running, sleeping, stopped, zombie, ...).",

@@ -84,15 +84,7 @@ def _check(compiled: _Compiled, proc: ProcessInfo, now: datetime) -> list[Check]
             )
         )
         if cond.duration_seconds is not None:
-            # Sustained load: the process is old enough and its lifetime average is that high.
-            lifetime = proc.lifetime_cpu_percent(now)
-            checks.append(
-                Check(
-                    f"sustained {lifetime:.1f}% over {duration(age)} "
-                    f"(>= {cond.cpu_percent_min:g}% for {duration(cond.duration_seconds)})",
-                    age >= cond.duration_seconds and lifetime >= cond.cpu_percent_min,
-                )
-            )
+            checks.append(_sustained(proc, cond.cpu_percent_min, cond.duration_seconds, age, now))
     if cond.cpu_percent_max is not None:
         checks.append(
             Check(
@@ -100,6 +92,8 @@ def _check(compiled: _Compiled, proc: ProcessInfo, now: datetime) -> list[Check]
                 proc.cpu_percent <= cond.cpu_percent_max,
             )
         )
+    if cond.idle_seconds is not None:
+        checks.append(_idle(proc, cond.idle_seconds, age))
     min_age = cond.min_age_seconds
     if min_age is not None:
         checks.append(Check(f"age {duration(age)} >= {duration(min_age)}", age >= min_age))
@@ -132,6 +126,48 @@ def _check(compiled: _Compiled, proc: ProcessInfo, now: datetime) -> list[Check]
             Check(f"command excluded by {hit!r}" if hit else "command not excluded", hit is None)
         )
     return checks
+
+
+def _sustained(
+    proc: ProcessInfo, minimum: float, window: float, age: float, now: datetime
+) -> Check:
+    """At least ``minimum``% CPU on average over the last ``window`` seconds.
+
+    Measured from the agent's history when it covers the window; a one-shot scan has none and
+    falls back to the lifetime average of a process at least ``window`` old.
+    """
+    wanted = f">= {minimum:g}% for {duration(window)}"
+    measured = proc.window_cpu(window)
+    if measured is not None:
+        percent, _ = measured
+        return Check(
+            f"sustained {percent:.1f}% over the last {duration(window)} ({wanted})",
+            percent >= minimum,
+        )
+    lifetime = proc.lifetime_cpu_percent(now)
+    return Check(
+        f"sustained {lifetime:.1f}% over its lifetime of {duration(age)} ({wanted})",
+        age >= window and lifetime >= minimum,
+    )
+
+
+_TICK = 0.01  # cpu time is counted in clock ticks; less than one tick is no progress
+
+
+def _idle(proc: ProcessInfo, seconds: float, age: float) -> Check:
+    """No CPU progress for ``seconds`` (the inactivity shutdown of a process manager).
+
+    Needs history covering that long, except for a process that never used any CPU at all.
+    """
+    measured = proc.window_cpu(seconds)
+    if measured is not None:
+        _, used = measured
+        return Check(
+            f"{used:.2f}s of CPU in the last {duration(seconds)} (idle: none)", used < _TICK
+        )
+    if proc.cpu_time < _TICK and age >= seconds:
+        return Check(f"no CPU used in {duration(age)} (idle >= {duration(seconds)})", True)
+    return Check(f"idle for {duration(seconds)}: not yet known (history too short)", False)
 
 
 def _finding(

@@ -522,7 +522,8 @@ class MissionEngine:
             created_at=now,
             not_before=not_before,
             deadline=start + timedelta(seconds=state.options.task_timeout_seconds),
-            dry_run=state.options.dry_run,  # the engine's option wins over any planner
+            # The mission's and the host's dry-run win over any planner.
+            dry_run=state.options.dry_run or host.spec.dry_run,
             target=host.spec,
         )
 

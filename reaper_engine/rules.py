@@ -29,6 +29,7 @@ class RuleConditions(BaseModel):
     age_seconds: float | None = Field(default=None, ge=0)
     age_hours: float | None = Field(default=None, ge=0)
     memory_mb_min: float | None = Field(default=None, ge=0)
+    idle_seconds: float | None = Field(default=None, gt=0)  # no CPU progress for this long
     command_patterns: Regexes = ()
     exclude_patterns: Regexes = ()
     states: tuple[ProcessState, ...] = ()

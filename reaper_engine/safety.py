@@ -130,7 +130,8 @@ class SafetyPolicy:
         if me.sid is not None and proc.sid == me.sid:
             return "own_session"
         if proc.status is ProcessState.ZOMBIE:
-            return "zombie"  # already dead: its parent must reap it
+            # Already dead; no signal can help. Its parent must wait() for it: name the parent.
+            return f"zombie:parent={proc.ppid}"
         out_of_scope = self._outside_scope(proc)
         if out_of_scope is not None:
             return out_of_scope

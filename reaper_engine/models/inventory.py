@@ -25,6 +25,7 @@ class HostSpec(BaseModel):
     port: int | None = Field(default=None, ge=1, le=65535)
     user: str | None = None
     max_failures: int = Field(default=3, ge=1, le=100)
+    dry_run: bool = False  # always rehearse on this host, whatever the mission says
     tags: tuple[str, ...] = ()
     options: dict[str, Any] = Field(default_factory=dict)
 

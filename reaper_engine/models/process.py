@@ -35,6 +35,10 @@ class ProcessInfo(BaseModel):
     cpu_time: float = Field(default=0.0, ge=0)  # user + system seconds over the lifetime
     rss: NonNegInt = 0
     is_kernel_thread: bool = False
+    # (wall time, cpu_time) looks at this process, oldest first, the last being this one.
+    # Filled by the agent's sampler; rules about windows (sustained load, idle time) read it.
+    # Kept out of JSON: it is an agent's working memory, not part of what a result reports.
+    cpu_samples: tuple[tuple[float, float], ...] = Field(default=(), exclude=True, repr=False)
 
     @property
     def command(self) -> str:
@@ -52,6 +56,21 @@ class ProcessInfo(BaseModel):
     @property
     def rss_mb(self) -> float:
         return self.rss / (1024 * 1024)
+
+    def window_cpu(self, seconds: float) -> tuple[float, float] | None:
+        """(CPU%, cpu seconds used) over at least the last ``seconds``, if history covers it.
+
+        Measured from the newest sample at least ``seconds`` older than the latest look.
+        """
+        if len(self.cpu_samples) < 2:
+            return None
+        wall_now, cpu_now = self.cpu_samples[-1]
+        for wall, cpu in reversed(self.cpu_samples[:-1]):
+            if wall_now - wall >= seconds:
+                elapsed = wall_now - wall
+                used = max(0.0, cpu_now - cpu)
+                return (100.0 * used / elapsed if elapsed > 0 else 0.0), used
+        return None
 
 
 class ProcessIdentity(BaseModel):

@@ -119,6 +119,10 @@ def test_demo_runs_and_prints_the_per_host_table():
         assert cells[5] == ("yes" if locked else "no"), row
         assert cells[-1] == str(kills), row
     assert "LOCKED" in out  # the live progress showed the lock as it happened
+    # This machine was scanned for real, in dry run: whatever it found, it killed nothing.
+    local = next(line for line in out.splitlines() if line.startswith("this-machine "))
+    assert local.split()[3] in {"clean", "findings"}, local
+    assert local.split()[-1] == "0", local
 
 
 def test_demo_dry_run_kills_nothing():

@@ -57,7 +57,7 @@ def test_infinite_loop_matches_sustained_high_cpu() -> None:
     assert finding.reason == "infinite_loop: CPU 99.9% for 5h 12m"
     assert finding.matched == (
         "cpu 99.9% >= 90%",
-        "sustained 99.9% over 5h 12m (>= 90% for 5m 0s)",
+        "sustained 99.9% over its lifetime of 5h 12m (>= 90% for 5m 0s)",
         "command not excluded",
     )
 

@@ -487,3 +487,16 @@ def test_partial_results_degrade_without_counting_a_failure(status):
     host = rig.state().hosts["lnx"]
     expected = HostStatus.HEALTHY if status is ResultStatus.SUCCESS else HostStatus.DEGRADED
     assert (host.last_status, host.failure_count) == (expected, 0)
+
+
+def test_a_host_marked_dry_run_is_only_rehearsed_even_in_a_real_mission():
+    careful = host_spec(
+        "mac", OS.MACOS, user="dana", dry_run=True, options={"process_table": "macos-dev"}
+    )
+    rig = Rig(LINUX, careful)
+    state = rig.drain()
+    assert all(t.dry_run for t in rig.published if t.host_id == "mac")
+    assert not any(t.dry_run for t in rig.published if t.host_id == "lnx")
+    assert state.hosts["mac"].outcome is HostOutcome.FINDINGS
+    assert rig.lab.host(careful).signals_received == []
+    assert state.hosts["lnx"].outcome is HostOutcome.REAPED

@@ -87,7 +87,8 @@ def test_own_process_group_and_session() -> None:
 
 
 def test_zombie() -> None:
-    assert protection(mine(status=ProcessState.ZOMBIE)) == "zombie"
+    zombie = mine(status=ProcessState.ZOMBIE)
+    assert protection(zombie) == f"zombie:parent={zombie.ppid}"
     assert protection(mine(status=ProcessState.RUNNING)) is None
 
 

@@ -6,8 +6,9 @@ import pytest
 
 from agents.cpu_sampler import CpuSampler, sampled
 from agents.terminator import Terminator, scope_members
-from reaper_engine.models import KillOutcome
-from reaper_engine.rules import RuleAction
+from reaper_engine.detector import Detector
+from reaper_engine.models import KillOutcome, Priority
+from reaper_engine.rules import Rule, RuleAction, RuleConditions
 from reaper_engine.safety import (
     SafetyPolicy,
     SafetySettings,
@@ -182,3 +183,63 @@ def test_a_second_look_moments_later_measures_over_the_minimum_window():
     # 5 ms later the tick counter has not moved; measured against the 100.0 sample instead.
     [reap] = sampler.annotate([proc(5000, cpu_time=10.25)], taken_at=100.255)
     assert reap.cpu_percent == pytest.approx(98.0, abs=0.1)
+
+
+# -- windows over the sampler's history ------------------------------------------------------
+
+
+def _history(*looks: tuple[float, float], **kw) -> list:
+    """Feed one process's (wall, cpu_time) looks through a sampler; return the last annotation."""
+    sampler = CpuSampler(checkpoint_every=kw.pop("every", 20.0), **kw)
+    out = []
+    for wall, cpu in looks:
+        [out] = sampler.annotate([proc(5000, cpu_time=cpu, age=3600)], taken_at=wall)
+    return out
+
+
+def test_sustained_load_is_measured_over_the_window_when_history_covers_it():
+    # Idle for 50 minutes, then spinning for the last 6: the lifetime average is low,
+    # yet the last 5 minutes were at 100%.
+    looks = [(0.0, 10.0), (3000.0, 10.0)] + [(3000.0 + 60 * i, 10.0 + 60 * i) for i in range(1, 7)]
+    p = _history(*looks)
+    percent, used = p.window_cpu(300)
+    assert percent == pytest.approx(100.0)
+    assert used >= 300  # cpu seconds over a window of at least 300 s
+    rule = Rule(
+        name="hot",
+        priority=Priority.CRITICAL,
+        conditions=RuleConditions(cpu_percent_min=90, duration_seconds=300),
+    )
+    [finding] = Detector([rule]).evaluate([p], now=T0, host_id="h")
+    assert "over the last 5m 0s" in finding.matched[1]
+
+
+def test_without_history_sustained_falls_back_to_the_lifetime_average():
+    busy = proc(5000, cpu=99.0, age=600)  # steady 99% for 10 minutes, one look only
+    assert busy.window_cpu(300) is None
+    rule = Rule(name="hot", conditions=RuleConditions(cpu_percent_min=90, duration_seconds=300))
+    [finding] = Detector([rule]).evaluate([busy], now=T0, host_id="h")
+    assert "lifetime" in finding.matched[1]
+
+
+def test_idle_needs_no_cpu_progress_over_the_window():
+    rule = Rule(name="idle", conditions=RuleConditions(idle_seconds=600))
+    detector = Detector([rule])
+    idle = _history((0.0, 5.0), (400.0, 5.0), (700.0, 5.0))
+    busy = _history((0.0, 5.0), (400.0, 5.0), (700.0, 5.5))
+    too_short = _history((0.0, 5.0), (300.0, 5.0))
+    assert [f.identity.pid for f in detector.evaluate([idle], now=T0, host_id="h")] == [5000]
+    assert detector.evaluate([busy], now=T0, host_id="h") == []
+    assert detector.evaluate([too_short], now=T0, host_id="h") == []
+    never_ran = proc(5001, cpu_time=0.0, age=3600)
+    assert len(detector.evaluate([never_ran], now=T0, host_id="h")) == 1
+
+
+def test_checkpoints_stay_bounded_and_keep_covering_the_oldest_time():
+    sampler = CpuSampler(checkpoint_every=10.0, max_checkpoints=8)
+    for i in range(200):
+        [p] = sampler.annotate([proc(5000, cpu_time=float(i), age=9999)], taken_at=10.0 * i)
+    assert len(p.cpu_samples) <= 8
+    assert p.cpu_samples[-1] == (1990.0, 199.0)
+    assert p.cpu_samples[0][0] <= 1990.0 - 1000  # coverage grew as resolution halved
+    assert "cpu_samples" not in p.model_dump()  # working memory, never sent in results

@@ -212,7 +212,7 @@ def test_protected_when_whitelisted_at_kill_time(transport, sink):
     ("changes", "protection"),
     [
         ({"uid": 1001, "user": "alice"}, "other_user"),
-        ({"status": "zombie"}, "zombie"),
+        ({"status": "zombie"}, "zombie:parent=1"),
         ({"is_kernel_thread": True}, "kernel_thread"),
     ],
 )
