@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import structlog
+from pydantic import BaseModel, ValidationError
 
 from agents.terminator import Terminator
 from agents.transports.base import ProcessListing, Transport, TransportFactory
@@ -42,6 +43,9 @@ from reaper_engine.safety import SafetyPolicy, SafetySettings, policy_for
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Task, Transport], ResultEvent]
+
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
+_PUBLISH_TRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +92,33 @@ class BaseAgent:
     def run(self, stop: threading.Event, wait: float = 5.0) -> None:
         """Consume until ``stop`` is set; ``queue.interrupt()`` makes a stop immediate."""
         log.info("agent_started", agent_type=self.agent_type.value)
+        backoff = _BACKOFF_FIRST
         while not stop.is_set():
-            task = self.queue.consume(self.agent_type, timeout=wait)
-            if task is None:
-                continue
-            self.bus.publish(self.handle(task))
-            self.handled += 1
+            try:
+                task = self.queue.consume(self.agent_type, timeout=wait)
+                if task is None:
+                    continue
+                result = self.handle(task)
+                self._publish(result, stop)
+                self.handled += 1
+                backoff = _BACKOFF_FIRST
+            except Exception:
+                log.exception("agent_loop_error", agent_type=self.agent_type.value)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
         log.info("agent_stopped", agent_type=self.agent_type.value, handled=self.handled)
+
+    def _publish(self, result: ResultEvent, stop: threading.Event) -> None:
+        """Publish, retrying a few times; a result still lost is covered by the task timeout."""
+        for attempt in range(1, _PUBLISH_TRIES + 1):
+            try:
+                self.bus.publish(result)
+                return
+            except Exception:  # noqa: BLE001 - retried, then reported
+                log.warning("result_publish_failed", task_id=result.task_id, attempt=attempt)
+                if attempt == _PUBLISH_TRIES or stop.wait(_BACKOFF_FIRST * 2**attempt):
+                    break
+        log.error("result_lost", task_id=result.task_id, mission_id=result.mission_id)
 
     def handle(self, task: Task) -> ResultEvent:
         with structlog.contextvars.bound_contextvars(
@@ -176,7 +200,7 @@ class BaseAgent:
         return self._success(task, summary, data.model_dump(mode="json"))
 
     def reap(self, task: Task, transport: Transport) -> ResultEvent:
-        approved = ReapParams.model_validate(task.params).approved
+        params = _params(ReapParams, task)
         # Kill only what is approved AND still selected by a rule now: state may have changed.
         look = self._look(task, transport)
         current = {f.identity.pid: f for f in look.findings}
@@ -188,12 +212,16 @@ class BaseAgent:
             mission_id=task.mission_id,
             task_id=task.task_id,
             config_file=self.config_file,
+            deadline=task.deadline,
         )
+        budget = params.max_kills
         kills: list[KillRecord] = []
         not_matching = []
-        for done, identity in enumerate(approved):
+        unfinished = False
+        for identity in params.approved:
             if task.is_expired(self.clock.now()):
-                log.warning("reap_deadline_reached", remaining=len(approved) - done)
+                log.warning("reap_deadline_reached")
+                unfinished = True
                 break
             finding = current.get(identity.pid)
             if finding is None or not identity.same_process(
@@ -201,25 +229,34 @@ class BaseAgent:
             ):
                 not_matching.append(identity)
                 continue
-            kills.extend(
-                terminator.terminate_scope(
+            action = self._rules[finding.rule].action
+            try:
+                records = terminator.terminate_scope(
                     finding,
-                    self._rules[finding.rule].action,
+                    action,
                     dry_run=task.dry_run,
                     processes=look.listing.processes,
+                    budget=budget,
                 )
-            )
+            except Exception as err:
+                log.exception("reap_attempt_failed", pid=identity.pid)
+                records = [
+                    terminator.failed(
+                        finding, action, dry_run=task.dry_run, detail=f"{type(err).__name__}: {err}"
+                    )
+                ]
+            kills.extend(records)
+            if budget is not None:
+                budget -= sum(1 for r in records if r.outcome.uses_budget)
         data = ReapData(kills=tuple(kills), not_matching=tuple(not_matching))
         failed = [k for k in kills if k.outcome in (KillOutcome.FAILED, KillOutcome.DENIED)]
-        handled = {k.identity.pid for k in kills} | {i.pid for i in not_matching}
-        unfinished = any(i.pid not in handled for i in approved)
         status = ResultStatus.PARTIAL if failed or unfinished else ResultStatus.SUCCESS
         return self._success(
             task, _reap_summary(kills, not_matching), data.model_dump(mode="json"), status=status
         )
 
     def verify(self, task: Task, transport: Transport) -> ResultEvent:
-        expected = VerifyParams.model_validate(task.params).expected_gone
+        expected = _params(VerifyParams, task).expected_gone
         look = self._look(task, transport)
         # A zombie has exited; only its parent's wait() is missing. It counts as gone.
         running = [p for p in look.listing.processes if p.status is not ProcessState.ZOMBIE]
@@ -250,6 +287,20 @@ class BaseAgent:
         status: ResultStatus = ResultStatus.SUCCESS,
     ) -> ResultEvent:
         return ResultEvent.for_task(task, status, summary=summary, data=data, ts=self.clock.now())
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def _params(model: type[P], task: Task) -> P:
+    try:
+        return model.model_validate(task.params)
+    except ValidationError as err:
+        raise TaskRefusedError(
+            f"invalid {task.action.value} params: {err.error_count()} error(s), "
+            f"first: {err.errors()[0]['msg']}",
+            error_code="BAD_PARAMS",
+        ) from err
 
 
 def _reap_summary(kills: Sequence[KillRecord], not_matching: Sequence[object]) -> str:

@@ -6,14 +6,22 @@ from typing import Protocol
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from reaper_engine.models import Finding, KillRecord
+from reaper_engine.models import Finding, KillOutcome, KillRecord
+
+_ACTIONS = {
+    KillOutcome.PROTECTED: "refuse",  # a protection or the budget said no
+    KillOutcome.DRY_RUN: "dry_run",
+    KillOutcome.DENIED: "kill",  # we tried; the OS refused (outcome says so)
+    KillOutcome.ALREADY_GONE: "skip",  # nothing left to signal
+}
+"""What the reaper did, by outcome; otherwise "kill" if it signalled, else "skip"."""
 
 
 class AuditRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     timestamp: AwareDatetime
-    action: str  # kill | dry_run | refuse
+    action: str  # kill | dry_run | refuse | skip
     pid: int
     start_time: float
     command: str
@@ -45,7 +53,7 @@ class AuditRecord(BaseModel):
         mission_id: str | None = None,
         task_id: str | None = None,
     ) -> AuditRecord:
-        action = "dry_run" if record.dry_run else ("kill" if record.signals else "refuse")
+        action = _ACTIONS.get(record.outcome, "kill" if record.signals else "skip")
         return cls(
             timestamp=timestamp,
             action=action,

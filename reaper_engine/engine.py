@@ -50,7 +50,14 @@ log = structlog.get_logger(__name__)
 
 TIMEOUT_ERROR = "TASK_TIMEOUT"
 BAD_DATA_ERROR = "BAD_RESULT_DATA"
+CANCELLED_ERROR = "CANCELLED"
+LOCKED_ERROR = "HOST_LOCKED"
+# A task ended by the engine rather than by its result. It may still be running somewhere:
+# its queue entry is discarded (again on resume), and its real result, if a reap's, is folded
+# in late so that no kill goes unrecorded.
+WITHDRAWN = frozenset({TIMEOUT_ERROR, CANCELLED_ERROR, LOCKED_ERROR})
 _SAVE_RETRIES = 8
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
 
 
 class ApplyResult(StrEnum):
@@ -58,6 +65,7 @@ class ApplyResult(StrEnum):
     DUPLICATE = "duplicate"  # the task already has a result: nothing changes
     UNKNOWN_MISSION = "unknown_mission"
     UNKNOWN_TASK = "unknown_task"
+    LATE = "late"  # the real result of a withdrawn task: its kills recorded, nothing planned
     MISMATCH = "mismatch"  # the event does not describe the task it names
 
 
@@ -144,7 +152,12 @@ class MissionEngine:
 
         def change(state: MissionState, fx: _Effects) -> bool:
             nonlocal verdict
-            if event.task_id in state.completed_tasks:
+            record = state.completed_tasks.get(event.task_id)
+            if record is not None:
+                if _is_late_reap(record, event):
+                    verdict = ApplyResult.LATE
+                    self._fold_late(state, record, event)
+                    return True
                 verdict = ApplyResult.DUPLICATE
                 return False
             pending = state.pending_tasks.get(event.task_id)
@@ -166,7 +179,7 @@ class MissionEngine:
         if event.mission_id != self.mission_id or self._mutate(change) is None:
             verdict = ApplyResult.UNKNOWN_MISSION
         if verdict is not ApplyResult.APPLIED:
-            level = "info" if verdict is ApplyResult.DUPLICATE else "warning"
+            level = "info" if verdict in (ApplyResult.DUPLICATE, ApplyResult.LATE) else "warning"
             self._log.log(
                 _LEVELS[level],
                 f"result_{verdict.value}",
@@ -205,8 +218,8 @@ class MissionEngine:
             if state.status.is_terminal:
                 return False
             now = self.clock.now()
-            fx.discard.extend(state.pending_tasks)
-            state.pending_tasks = {}
+            for pending in list(state.pending_tasks.values()):
+                self._withdraw(state, pending.task, CANCELLED_ERROR, reason, fx, now)
             state.status = MissionStatus.CANCELLED
             state.finished_at = state.updated_at = now
             for host in state.hosts.values():
@@ -225,7 +238,13 @@ class MissionEngine:
         twice reports a result that is applied once.
         """
         state = self.store.load(self.mission_id)
-        if state is None or state.status.is_terminal:
+        if state is None:
+            return 0
+        # A crash between a save and its side effects may have left withdrawn tasks queued.
+        withdrawn = [r.task_id for r in state.completed_tasks.values() if r.error_code in WITHDRAWN]
+        if withdrawn:
+            self.queue.discard(withdrawn)
+        if state.status.is_terminal:
             return 0
         tasks = [p.task for p in state.pending_tasks.values() if p.dispatched_at is not None]
         count = self.queue.publish_many(tasks)
@@ -247,25 +266,39 @@ class MissionEngine:
                 for delivery in self.bus.claim_stale(self.mission_id, min_idle_seconds=0):
                     self.handle_delivery(delivery)
             next_claim = time.monotonic() + self.redeliver_after_seconds / 2
-            state = self.store.load(self.mission_id)
+            backoff = _BACKOFF_FIRST
             while not stop.is_set():
-                state = self.tick()
-                if state is None or state.status.is_terminal:
-                    break
-                wait = max_wait
-                wakeup = state.next_wakeup()
-                if wakeup is not None:
-                    due_in = (wakeup - self.clock.now()).total_seconds()
-                    wait = min(max_wait, max(0.0, due_in))
-                deliveries = self.bus.read(self.mission_id, timeout=wait)
-                if time.monotonic() >= next_claim:
-                    next_claim = time.monotonic() + self.redeliver_after_seconds / 2
-                    deliveries += self.bus.claim_stale(
-                        self.mission_id, min_idle_seconds=self.redeliver_after_seconds
-                    )
-                for delivery in deliveries:
-                    self.handle_delivery(delivery)
-            return self.store.load(self.mission_id) if state is not None else None
+                try:
+                    state = self._loop_once(max_wait)
+                    if state is None or state.status.is_terminal:
+                        break
+                    if time.monotonic() >= next_claim:
+                        next_claim = time.monotonic() + self.redeliver_after_seconds / 2
+                        for delivery in self.bus.claim_stale(
+                            self.mission_id, min_idle_seconds=self.redeliver_after_seconds
+                        ):
+                            self.handle_delivery(delivery)
+                except Exception:  # noqa: BLE001 - a store or bus error must not end the loop
+                    self._log.exception("engine_loop_error")
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    continue
+                backoff = _BACKOFF_FIRST
+            return self.store.load(self.mission_id)
+
+    def _loop_once(self, max_wait: float) -> MissionState | None:
+        """One turn: time-based work, then results until the next thing falls due."""
+        state = self.tick()
+        if state is None or state.status.is_terminal:
+            return state
+        wait = max_wait
+        wakeup = state.next_wakeup()
+        if wakeup is not None:
+            due_in = (wakeup - self.clock.now()).total_seconds()
+            wait = min(max_wait, max(0.0, due_in))
+        for delivery in self.bus.read(self.mission_id, timeout=wait):
+            self.handle_delivery(delivery)
+        return state
 
     def handle_delivery(self, delivery: Delivery) -> None:
         """Process one delivery; acknowledge it only once its change is saved."""
@@ -380,20 +413,13 @@ class MissionEngine:
                         **DiscoverData.model_validate(event.data).model_dump(mode="json"),
                     }
                 case Action.SCAN:
-                    scan = ScanData.model_validate(event.data)
-                    host.findings = list(scan.findings)
-                    state.counters.findings += len(scan.findings)
-                    state.counters.protected += sum(1 for f in scan.findings if not f.killable)
+                    host.findings = list(ScanData.model_validate(event.data).findings)
+                    # Derived, so a rescan or a retried scan does not count findings twice.
+                    findings = [f for h in state.hosts.values() for f in h.findings]
+                    state.counters.findings = len(findings)
+                    state.counters.protected = sum(1 for f in findings if not f.killable)
                 case Action.REAP:
-                    reap = ReapData.model_validate(event.data)
-                    host.kills = [*host.kills, *reap.kills]
-                    for kill in reap.kills:
-                        if kill.outcome.is_success and not kill.dry_run:
-                            state.counters.kills += 1
-                        elif kill.outcome in (KillOutcome.FAILED, KillOutcome.DENIED):
-                            state.counters.kill_failures += 1
-                        elif kill.outcome is KillOutcome.PROTECTED:
-                            state.counters.protected += 1
+                    self._record_kills(state, host, ReapData.model_validate(event.data))
                 case Action.VERIFY:
                     verify = VerifyData.model_validate(event.data)
                     host.survivors = list(verify.still_alive)
@@ -426,12 +452,54 @@ class MissionEngine:
             f"{host.failure_count} failures (last: {event.error_code or 'error'}: {event.summary})"
         )
         # A locked host gets nothing more, including what is already planned or queued.
-        for task_id, pending in list(state.pending_tasks.items()):
+        for pending in list(state.pending_tasks.values()):
             if pending.task.host_id == host.host_id:
-                del state.pending_tasks[task_id]
-                fx.discard.append(task_id)
+                self._withdraw(
+                    state, pending.task, LOCKED_ERROR, host.lock_reason, fx, self.clock.now()
+                )
         fx.note("host_locked", host.host_id, host.lock_reason)
         self._log.warning("host_locked", host_id=host.host_id, reason=host.lock_reason)
+
+    def _withdraw(
+        self, state: MissionState, task: Task, code: str, why: str, fx: _Effects, now: datetime
+    ) -> None:
+        """End a task without its result: keep a record, pull it from the queue."""
+        del state.pending_tasks[task.task_id]
+        state.completed_tasks[task.task_id] = TaskRecord(
+            task_id=task.task_id,
+            host_id=task.host_id,
+            action=task.action,
+            attempt=task.attempt,
+            status=ResultStatus.ERROR,
+            error_code=code,
+            summary=why,
+            finished_at=now,
+        )
+        fx.discard.append(task.task_id)
+
+    def _fold_late(self, state: MissionState, record: TaskRecord, event: ResultEvent) -> None:
+        """Record the kills of a reap the engine had already given up on. Plans nothing."""
+        host = state.hosts[record.host_id]
+        try:
+            reap = ReapData.model_validate(event.data)
+        except ValidationError:
+            reap = ReapData()
+        self._record_kills(state, host, reap)
+        state.completed_tasks[record.task_id] = record.model_copy(update={"late_applied": True})
+        self._log.warning(
+            "late_reap_result_recorded",
+            task_id=record.task_id,
+            host_id=record.host_id,
+            kills=len(reap.kills),
+        )
+
+    def _record_kills(self, state: MissionState, host: HostState, reap: ReapData) -> None:
+        host.kills = [*host.kills, *reap.kills]
+        for kill in reap.kills:
+            if kill.outcome.is_kill and not kill.dry_run:
+                state.counters.kills += 1
+            elif kill.outcome in (KillOutcome.FAILED, KillOutcome.DENIED):
+                state.counters.kill_failures += 1
 
     def _ask_planner(self, ask: Callable[[], list[PlannedTask]]) -> list[PlannedTask]:
         try:
@@ -484,8 +552,7 @@ class MissionEngine:
             approved = ReapParams.model_validate(params).approved
         except ValidationError as err:
             return params, f"invalid reap params: {err.error_count()} error(s)"
-        used = sum(1 for k in host.kills if k.outcome is not KillOutcome.PROTECTED)
-        remaining = state.options.kill_budget_per_host - used
+        remaining = state.options.kill_budget_per_host - _budget_used(state, host)
         if remaining <= 0:
             host.outcome_detail = "kill budget exhausted"
             return params, "kill budget exhausted"
@@ -497,7 +564,9 @@ class MissionEngine:
                 allowed=remaining,
             )
             host.outcome_detail = f"kill budget allowed {remaining} of {len(approved)}"
-        return ReapParams(approved=approved[:remaining]).model_dump(mode="json"), None
+        # max_kills also bounds group and tree members, which the engine cannot foresee.
+        capped = ReapParams(approved=approved[:remaining], max_kills=remaining)
+        return capped.model_dump(mode="json"), None
 
     def _materialise(
         self,
@@ -556,7 +625,12 @@ class MissionEngine:
                 last = _last_record(state, host)
                 if last is None and not host.locked:
                     continue
-                host.outcome, detail = decide_outcome(state.kind, host, last)
+                scanned = any(
+                    r.action is Action.SCAN and r.status is not ResultStatus.ERROR
+                    for r in state.completed_tasks.values()
+                    if r.host_id == host.host_id
+                )
+                host.outcome, detail = decide_outcome(state.kind, host, last, scanned=scanned)
                 host.outcome_detail = host.outcome_detail or detail
                 fx.note("host_done", host.host_id, f"{host.outcome.value}: {host.outcome_detail}")
         if state.pending_tasks:
@@ -572,6 +646,26 @@ class MissionEngine:
             kills=state.counters.kills,
             findings=state.counters.findings,
         )
+
+
+def _budget_used(state: MissionState, host: HostState) -> int:
+    """Kills made or rehearsed, plus what pending reaps may still use."""
+    used = sum(1 for k in host.kills if k.outcome.uses_budget)
+    for pending in state.pending_tasks.values():
+        if pending.task.host_id == host.host_id and pending.task.action is Action.REAP:
+            params = ReapParams.model_validate(pending.task.params)
+            used += params.max_kills if params.max_kills is not None else len(params.approved)
+    return used
+
+
+def _is_late_reap(record: TaskRecord, event: ResultEvent) -> bool:
+    return (
+        record.error_code in WITHDRAWN
+        and not record.late_applied
+        and record.action is Action.REAP
+        and event.action is Action.REAP
+        and event.status is not ResultStatus.ERROR
+    )
 
 
 def _last_record(state: MissionState, host: HostState) -> TaskRecord | None:

@@ -11,7 +11,7 @@ from reaper_engine.models import (
     TaskRecord,
 )
 
-_FAILED = (HostOutcome.FAILED, HostOutcome.LOCKED)
+_FAILED = (HostOutcome.FAILED, HostOutcome.LOCKED, HostOutcome.INCOMPLETE)
 _KILL_FAILURES = (KillOutcome.FAILED, KillOutcome.DENIED)
 
 
@@ -20,13 +20,16 @@ def is_failed_outcome(outcome: HostOutcome) -> bool:
 
 
 def decide_outcome(
-    kind: MissionKind, host: HostState, last: TaskRecord | None
+    kind: MissionKind, host: HostState, last: TaskRecord | None, *, scanned: bool
 ) -> tuple[HostOutcome, str]:
-    """The host's outcome and a one-line explanation."""
+    """The host's outcome and a one-line explanation; ``scanned``: a scan succeeded."""
     if host.locked:
         return HostOutcome.LOCKED, host.lock_reason or "locked"
     if last is not None and last.status is ResultStatus.ERROR:
         return HostOutcome.FAILED, f"{last.action.value} failed: {last.error_code or last.summary}"
+    if not scanned:
+        done = last.action.value if last is not None else "nothing"
+        return HostOutcome.INCOMPLETE, f"never scanned (last step: {done})"
     killable = sum(1 for f in host.findings if f.killable)
     if kind is MissionKind.AUDIT:
         if killable:
@@ -35,13 +38,15 @@ def decide_outcome(
     real = [k for k in host.kills if not k.dry_run]
     rehearsed = [k for k in host.kills if k.dry_run and k.outcome is KillOutcome.DRY_RUN]
     failed = [k for k in real if k.outcome in _KILL_FAILURES]
-    reaped = [k for k in real if k.outcome.is_success]
+    reaped = [k for k in real if k.outcome.is_kill]
+    gone = [k for k in real if k.outcome is KillOutcome.ALREADY_GONE]
     if failed or host.survivors:
         return HostOutcome.PARTIAL, (
             f"{len(reaped)} reaped, {len(failed)} failed, {len(host.survivors)} still alive"
         )
-    if reaped:
-        return HostOutcome.REAPED, f"{len(reaped)} process(es) reaped"
+    if reaped or gone:
+        extra = f", {len(gone)} had already exited" if gone else ""
+        return HostOutcome.REAPED, f"{len(reaped)} process(es) reaped{extra}"
     if rehearsed:
         return HostOutcome.FINDINGS, f"dry run: would reap {len(rehearsed)}"
     if killable:

@@ -21,7 +21,7 @@ from reaper_engine.signals import Signal
 class RuleConditions(BaseModel):
     """Every condition that is set must hold. Patterns are regexes over the full command line."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     cpu_percent_min: float | None = Field(default=None, ge=0)
     cpu_percent_max: float | None = Field(default=None, ge=0)
@@ -42,6 +42,27 @@ class RuleConditions(BaseModel):
         return self
 
     @property
+    def selects(self) -> bool:
+        """True if at least one condition narrows the selection (exclusions alone do not)."""
+        return bool(
+            self.command_patterns
+            or self.states
+            or self.users
+            or any(
+                v is not None
+                for v in (
+                    self.cpu_percent_min,
+                    self.cpu_percent_max,
+                    self.duration_seconds,
+                    self.age_seconds,
+                    self.age_hours,
+                    self.memory_mb_min,
+                    self.idle_seconds,
+                )
+            )
+        )
+
+    @property
     def min_age_seconds(self) -> float | None:
         if self.age_hours is not None:
             return self.age_hours * 3600
@@ -49,11 +70,11 @@ class RuleConditions(BaseModel):
 
 
 class RuleAction(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     type: Literal["kill", "report"] = "kill"
     signal: Signal = Signal.SIGTERM
-    timeout_seconds: float = Field(default=5.0, ge=0)
+    timeout_seconds: float = Field(default=5.0, ge=0, le=600)
     fallback_signal: Signal | None = Signal.SIGKILL
     notify: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
@@ -82,6 +103,17 @@ class Rule(BaseModel):
     description: str = ""
     conditions: RuleConditions = Field(default_factory=RuleConditions)
     action: RuleAction = Field(default_factory=RuleAction)
+
+    @model_validator(mode="after")
+    def _must_select(self) -> Rule:
+        # A rule without conditions would select every process on the host.
+        if not self.conditions.selects:
+            raise ValueError(
+                f"rule '{self.name}' has no condition: it would select every process "
+                "(set at least one of the [rules.conditions] keys; to match everything on "
+                "purpose, say so, e.g. age_seconds = 0)"
+            )
+        return self
 
 
 # Things that legitimately run hot or long: compilers, build tools, browsers, editors, IDEs.

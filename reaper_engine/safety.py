@@ -8,7 +8,7 @@ to mark findings as protected so that nobody plans to kill them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -67,8 +67,9 @@ class SafetySettings(BaseModel):
     whitelist_patterns: Regexes = ()
     min_pid: int = Field(default=1000, ge=0)
     protect_root: bool = True
-    protect_other_users: bool = True
-    protect_shell_ancestors: bool = True
+    # Seed 000's key, kept so its config files load: the reaper's ancestors are always
+    # protected (DESIGN invariant 2), so the only value accepted is true.
+    protect_shell_ancestors: Literal[True] = True
     # Seed 002's scope mode: touch only processes spawned after the reaper's baseline, or only
     # descendants of one process (scope_root_pid; default: the reaper itself).
     scope: Literal["all", "baseline", "descendants"] = "all"
@@ -85,9 +86,9 @@ class SafetySettings(BaseModel):
 class Vantage:
     """Who is acting on the host: the account, and (locally) the reaper's own process tree.
 
-    ``baseline`` (pid -> start time of every process that existed when the reaper started) and
-    ``descendants`` (pids under the scope root) feed the scope modes; when a mode needs one
-    that is missing, every process is out of scope (fail closed).
+    ``baseline_at`` (when the reaper took its baseline: every process started before then is
+    pre-existing) and ``descendants`` (pids under the scope root) feed the scope modes; when
+    a mode needs one that is missing, every process is out of scope (fail closed).
     """
 
     user: str | None = None
@@ -96,7 +97,7 @@ class Vantage:
     ancestors: frozenset[int] = field(default_factory=frozenset)
     pgid: int | None = None
     sid: int | None = None
-    baseline: Mapping[int, float] | None = field(default=None, hash=False)
+    baseline_at: float | None = None
     descendants: frozenset[int] | None = None
 
 
@@ -123,7 +124,7 @@ class SafetyPolicy:
             return "kernel_thread"
         if me.pid is not None and proc.pid == me.pid:
             return "self"
-        if self.settings.protect_shell_ancestors and proc.pid in me.ancestors:
+        if proc.pid in me.ancestors:
             return "ancestor"
         if me.pgid is not None and proc.pgid == me.pgid:
             return "own_process_group"
@@ -139,7 +140,7 @@ class SafetyPolicy:
             return "below_min_pid"
         if self.settings.protect_root and self._is_privileged(proc):
             return "root_owned"
-        if self.settings.protect_other_users and self._is_other_user(proc):
+        if self._is_other_user(proc):
             return "other_user"
         whitelisted_as = self._whitelisted_as(proc)
         if whitelisted_as is not None:
@@ -149,11 +150,11 @@ class SafetyPolicy:
     def _outside_scope(self, proc: ProcessInfo) -> str | None:
         scope = self.settings.scope
         if scope == "baseline":
-            baseline = self.vantage.baseline
-            if baseline is None:
+            # By start time, not by a list of PIDs: a process the baseline could not read
+            # (permissions, a transient error) is still recognised as pre-existing.
+            if self.vantage.baseline_at is None:
                 return "outside_scope:no_baseline"
-            started = baseline.get(proc.pid)
-            if started is not None and abs(started - proc.create_time) <= START_TIME_TOLERANCE:
+            if proc.create_time <= self.vantage.baseline_at + START_TIME_TOLERANCE:
                 return "outside_scope:baseline"
         elif scope == "descendants":
             allowed = self.vantage.descendants
@@ -170,7 +171,7 @@ class SafetyPolicy:
             return proc.uid != me.uid
         if self._me_user is not None and proc.user is not None:
             return proc.user.lower() != self._me_user
-        return me.uid is not None or self._me_user is not None  # unknown owner: assume not ours
+        return True  # we cannot tell whose it is, or who we are: not ours to signal
 
     def _whitelisted_as(self, proc: ProcessInfo) -> str | None:
         """The whitelist entry (name or pattern) that covers ``proc``, if any."""

@@ -106,3 +106,13 @@ def finding_for(info: ProcessInfo, rule: str = "hung_test", **kw) -> Finding:
         age_seconds=info.age_seconds(T0),
         **kw,
     )
+
+
+@dataclass
+class Opens:
+    """A TransportFactory that always opens the same transport."""
+
+    transport: Transport
+
+    def open(self, spec: object) -> Transport:
+        return self.transport

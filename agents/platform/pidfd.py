@@ -18,6 +18,8 @@ from agents.transports.base import SignalDelivery
 from reaper_engine.models.process import START_TIME_TOLERANCE
 from reaper_engine.signals import Signal
 
+_MAX_OPEN = 256
+
 StartTimeOf = Callable[[int], float | None]
 """pid -> start time of the process that has it now, or None if there is none."""
 
@@ -71,21 +73,23 @@ class PidfdSignaller:
     def _open(self, pid: int, create_time: float) -> int | None:
         """The pidfd of exactly this process, or None if it is gone or the PID was reused."""
         key = (pid, create_time)
-        with self._lock:
+        with self._lock:  # held throughout, so two threads never open (and leak) one key twice
             fd = self._fds.get(key)
-        if fd is not None:
-            return fd
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            return None
-        started = self._start_time_of(pid)
-        if started is None or abs(started - create_time) > START_TIME_TOLERANCE:
-            os.close(fd)
-            return None
-        with self._lock:
+            if fd is not None:
+                return fd
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                return None
+            started = self._start_time_of(pid)
+            if started is None or abs(started - create_time) > START_TIME_TOLERANCE:
+                os.close(fd)
+                return None
             self._fds[key] = fd
-        return fd
+            # Survivors of every signal keep their fd; bound the cache, oldest closed first.
+            while len(self._fds) > _MAX_OPEN:
+                os.close(self._fds.pop(next(iter(self._fds))))
+            return fd
 
     def _forget(self, key: tuple[int, float]) -> None:
         with self._lock:

@@ -13,16 +13,17 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, Self
 
 import psutil
 
 from agents.cpu_sampler import CpuSampler, sampled
-from agents.platform import default_reader
+from agents.platform import PsutilReader, default_reader
 from agents.platform.pidfd import PidfdSignaller, pidfd_supported
 from agents.platform.psutil_signals import PsutilSignaller
 from agents.transports.base import ProcessListing, SignalDelivery, Transport
+from reaper_engine.config import ScannerSettings
 from reaper_engine.errors import TaskRefusedError
 from reaper_engine.models import OS, DiscoverData, HostSpec, ProcessInfo
 from reaper_engine.safety import Vantage
@@ -87,7 +88,7 @@ class LocalTransport(Transport):
         sampler: CpuSampler,
         signaller: Signaller,
         sample_seconds: float,
-        baseline: Mapping[int, float] | None = None,
+        baseline_at: float | None = None,
         wait: Callable[[float], object] = time.sleep,
     ) -> None:
         super().__init__(spec)
@@ -100,7 +101,7 @@ class LocalTransport(Transport):
         self.sampler = sampler
         self.signaller = signaller
         self.sample_seconds = sample_seconds
-        self.baseline = baseline
+        self.baseline_at = baseline_at
         self._wait = wait
 
     def facts(self) -> DiscoverData:
@@ -124,7 +125,7 @@ class LocalTransport(Transport):
             ancestors=frozenset(p.pid for p in _parents(me)),
             pgid=os.getpgrp() if posix else None,
             sid=os.getsid(0) if posix else None,
-            baseline=self.baseline,
+            baseline_at=self.baseline_at,
         )
 
     def list_processes(self) -> ProcessListing:
@@ -164,9 +165,18 @@ class LocalTransportFactory:
         self.signaller = signaller or default_signaller(self.reader)
         self.sampler = CpuSampler()
         self.sample_seconds = sample_seconds
-        self.baseline: dict[int, float] | None = None
-        if capture_baseline:
-            self.baseline = {p.pid: p.create_time for p in self.reader.read().processes}
+        # Scope "baseline": everything started before this moment is pre-existing.
+        self.baseline_at: float | None = time.time() if capture_baseline else None
+
+    @classmethod
+    def from_settings(cls, scanner: ScannerSettings, *, capture_baseline: bool = False) -> Self:
+        """A factory as the ``[scanner]`` section configures it."""
+        reader: Reader = default_reader() if scanner.use_procfs else PsutilReader()
+        return cls(
+            reader=reader,
+            sample_seconds=scanner.cpu_sample_seconds,
+            capture_baseline=capture_baseline,
+        )
 
     def open(self, spec: HostSpec) -> Transport:
         return LocalTransport(
@@ -175,7 +185,7 @@ class LocalTransportFactory:
             sampler=self.sampler,
             signaller=self.signaller,
             sample_seconds=self.sample_seconds,
-            baseline=self.baseline,
+            baseline_at=self.baseline_at,
         )
 
     def close(self) -> None:

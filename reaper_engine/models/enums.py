@@ -111,4 +111,21 @@ class KillOutcome(StrEnum):
 
     @property
     def is_success(self) -> bool:
+        """The process is gone (whoever ended it)."""
         return self in (KillOutcome.TERMINATED, KillOutcome.KILLED, KillOutcome.ALREADY_GONE)
+
+    @property
+    def is_kill(self) -> bool:
+        """We ended it: a signal of ours made it exit."""
+        return self in (KillOutcome.TERMINATED, KillOutcome.KILLED)
+
+    @property
+    def uses_budget(self) -> bool:
+        """A signal was sent, or would have been in a dry run."""
+        return self in (
+            KillOutcome.TERMINATED,
+            KillOutcome.KILLED,
+            KillOutcome.FAILED,
+            KillOutcome.DENIED,
+            KillOutcome.DRY_RUN,
+        )

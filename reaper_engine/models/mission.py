@@ -34,6 +34,7 @@ class HostOutcome(StrEnum):
     REAPED = "reaped"  # every approved kill succeeded
     PARTIAL = "partial"  # some kills failed or processes survived
     FAILED = "failed"  # a task failed for good
+    INCOMPLETE = "incomplete"  # stopped before it was scanned (e.g. the planner gave up)
     LOCKED = "locked"  # too many failures; no more tasks
     CANCELLED = "cancelled"
 
@@ -41,13 +42,13 @@ class HostOutcome(StrEnum):
 class MissionOptions(BaseModel):
     """Limits the engine enforces whatever the planner asks."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     dry_run: bool = False
     max_attempts: int = Field(default=3, ge=1, le=20)
-    task_timeout_seconds: float = Field(default=60.0, gt=0)
-    retry_backoff_seconds: float = Field(default=1.0, ge=0)
-    retry_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    task_timeout_seconds: float = Field(default=60.0, gt=0, le=86400)
+    retry_backoff_seconds: float = Field(default=1.0, ge=0, le=3600)
+    retry_backoff_max_seconds: float = Field(default=30.0, ge=0, le=86400)
     kill_budget_per_host: int = Field(default=25, ge=0)
     planner: str = "rules"
 
@@ -65,6 +66,7 @@ class TaskRecord(BaseModel):
     error_code: str | None = None
     summary: str = ""
     finished_at: AwareDatetime
+    late_applied: bool = False  # a withdrawn task's real result arrived and was folded in
 
 
 class PendingTask(BaseModel):
@@ -117,7 +119,8 @@ class HostState(BaseModel):
 
     @property
     def successful_kills(self) -> int:
-        return sum(1 for k in self.kills if k.outcome.is_success and not k.dry_run)
+        """Processes our signals ended (not those already gone, not rehearsals)."""
+        return sum(1 for k in self.kills if k.outcome.is_kill and not k.dry_run)
 
 
 class MissionCounters(BaseModel):

@@ -29,9 +29,14 @@ class ScanData(_Payload):
 
 
 class ReapParams(_Payload):
-    """What a reap task may touch: only these identities, and only if they still match."""
+    """What a reap task may touch: only these identities, and only if they still match.
+
+    ``max_kills`` is the host's remaining kill budget: processes signalled (or rehearsed),
+    group and tree members included, never exceed it.
+    """
 
     approved: tuple[ProcessIdentity, ...]
+    max_kills: int | None = Field(default=None, ge=0)
 
 
 class ReapData(_Payload):

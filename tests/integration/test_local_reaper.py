@@ -14,10 +14,12 @@ import psutil
 import pytest
 
 from agents.os_agents import LinuxAgent
+from agents.platform import ProcfsReader, PsutilReader
 from agents.terminator import Terminator
 from agents.transports.local import LocalTransportFactory
 from infra.memory import InMemoryEventBus, InMemoryTaskQueue
 from overseer.bootstrap import in_memory_fleet
+from reaper_engine.config import ScannerSettings
 from reaper_engine.models import (
     OS,
     HostOutcome,
@@ -41,12 +43,13 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 BUSY = "/tmp/test_reaper_busy_loop"
 SIBLING = "/tmp/test_reaper_sibling_loop"
 
-# The seed rules, with thresholds short enough for a test.
+# The seed rules, with thresholds short enough for a test. 5% CPU, not 90: under a loaded
+# CI machine a busy loop may get a small share of a core, and the sleepers sit at 0%.
 RULES = (
     Rule(
         name="infinite_loop",
         priority=Priority.CRITICAL,
-        conditions=RuleConditions(cpu_percent_min=20, duration_seconds=1),
+        conditions=RuleConditions(cpu_percent_min=5, duration_seconds=1),
         action=RuleAction(signal=Signal.SIGKILL, fallback_signal=None),
     ),
     Rule(
@@ -166,7 +169,9 @@ def test_pytest_itself_and_its_parents_are_protected_whatever_the_rules_say():
     transport = factory.open(this_host())
     me = transport.get_process(os.getpid())
     assert me is not None
-    everything = Rule(name="everything", priority=Priority.CRITICAL)
+    everything = Rule(
+        name="everything", priority=Priority.CRITICAL, conditions=RuleConditions(age_seconds=0)
+    )
     agent = LinuxAgent(
         InMemoryTaskQueue(),
         InMemoryEventBus(),
@@ -192,3 +197,13 @@ def _task() -> Task:
 
 def _age(pid: int) -> float:
     return time.time() - psutil.Process(pid).create_time()
+
+
+def test_scanner_settings_choose_the_reader_and_the_sample():
+    fast = LocalTransportFactory.from_settings(ScannerSettings(cpu_sample_seconds=0.1))
+    portable = LocalTransportFactory.from_settings(ScannerSettings(use_procfs=False))
+    assert isinstance(fast.reader, ProcfsReader)
+    assert fast.sample_seconds == 0.1
+    assert isinstance(portable.reader, PsutilReader)
+    fast.close()
+    portable.close()

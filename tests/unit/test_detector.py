@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from agents.simulation import SimulatedLab, load_table
 from agents.simulation.lab import _to_info
 from reaper_engine.clock import ManualClock
-from reaper_engine.detector import Detector
+from reaper_engine.detector import Detector, _check, _selects
 from reaper_engine.models import OS, Finding, Priority, ProcessInfo, ProcessState
 from reaper_engine.rules import DEFAULT_RULES, Rule, RuleAction, RuleConditions
 from reaper_engine.safety import SafetyPolicy, SafetySettings, Vantage
@@ -238,9 +240,11 @@ def test_critical_rule_wins_over_low_rule() -> None:
 
 
 def test_priority_beats_the_order_rules_are_given_in() -> None:
-    low = Rule(name="low_any", priority=Priority.LOW)
-    crit = Rule(name="crit_any", priority=Priority.CRITICAL)
-    medium = Rule(name="medium_any")
+    low = Rule(name="low_any", priority=Priority.LOW, conditions=RuleConditions(age_seconds=0))
+    crit = Rule(
+        name="crit_any", priority=Priority.CRITICAL, conditions=RuleConditions(age_seconds=0)
+    )
+    medium = Rule(name="medium_any", conditions=RuleConditions(age_seconds=0))
     detector = Detector([low, medium, crit])
     assert [r.name for r in detector.rules] == ["crit_any", "medium_any", "low_any"]
     assert rule_of_with([low, medium, crit], proc()) == "crit_any"
@@ -252,8 +256,8 @@ def rule_of_with(rules: Sequence[Rule], p: ProcessInfo) -> str | None:
 
 
 def test_same_priority_keeps_given_order() -> None:
-    a = Rule(name="first", priority=Priority.HIGH)
-    b = Rule(name="second", priority=Priority.HIGH)
+    a = Rule(name="first", priority=Priority.HIGH, conditions=RuleConditions(age_seconds=0))
+    b = Rule(name="second", priority=Priority.HIGH, conditions=RuleConditions(age_seconds=0))
     assert rule_of_with([a, b], proc()) == "first"
     assert rule_of_with([b, a], proc()) == "second"
 
@@ -559,3 +563,51 @@ def test_linux_ci_in_detail() -> None:
     assert 51000 not in by_pid  # the compiler at full CPU is excluded, not merely protected
     for pid in (1, 4100, 4300):
         assert pid not in by_pid or not by_pid[pid].killable, pid
+
+
+def test_a_rule_without_conditions_is_refused() -> None:
+    with pytest.raises(ValidationError, match="would select every process"):
+        Rule(name="everything")
+    with pytest.raises(ValidationError, match="would select every process"):
+        Rule(name="only_excludes", conditions=RuleConditions(exclude_patterns=("x",)))
+
+
+# --- the fast path agrees with the explained evaluation ------------------------------------
+
+_COMMANDS = [
+    "/tmp/test_loop",
+    "cargo-nextest run",
+    "tail -f /var/log/app.log",
+    "rustc --edition 2021",
+    "node /x/node_modules/.bin/vitest run",
+    "C:\\\\Program Files\\\\Code.exe",
+    "vim a_test.rs",
+    "/usr/bin/Safari",
+    "npm test",
+    "python3 -m pytest tests/test_x.py",
+    "sleep 60",
+]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(
+    cmd=st.sampled_from(_COMMANDS),
+    cpu=st.floats(0, 200),
+    age=st.floats(0, 10 * DAY),
+    share=st.floats(0, 1.5),
+    rss_mb=st.floats(0, 20000),
+    status=st.sampled_from(list(ProcessState)),
+    looks=st.lists(st.tuples(st.floats(1, 4000), st.floats(0, 4000)), max_size=4),
+)
+def test_fast_selection_equals_all_checks_holding(cmd, cpu, age, share, rss_mb, status, looks):
+    samples, wall, spent = [], 1_000_000.0, 0.0
+    for gap, used in looks:
+        wall, spent = wall + gap, spent + min(used, gap)
+        samples.append((wall, spent))
+    p = proc(cmd=cmd, cpu=cpu, age=age, cpu_time=age * share, rss_mb=rss_mb, status=status)
+    p = p.model_copy(update={"cpu_samples": tuple(samples)})
+    extra = Rule(name="idle", conditions=RuleConditions(idle_seconds=600, states=(status,)))
+    detector = Detector((*DEFAULT_RULES, extra))
+    for compiled in detector._compiled:
+        fast = _selects(compiled, p, p.command, T0.timestamp())
+        assert fast == all(c.held for c in _check(compiled, p, T0)), compiled.rule.name

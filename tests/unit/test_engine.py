@@ -17,7 +17,13 @@ from agents.simulation import SimulatedLab
 from agents.transports.router import TransportRouter
 from infra.memory import InMemoryEventBus, InMemoryMissionStore, InMemoryTaskQueue
 from reaper_engine.clock import ManualClock
-from reaper_engine.engine import BAD_DATA_ERROR, TIMEOUT_ERROR, ApplyResult, MissionEngine
+from reaper_engine.engine import (
+    BAD_DATA_ERROR,
+    TIMEOUT_ERROR,
+    ApplyResult,
+    MissionEngine,
+)
+from reaper_engine.engine import _Effects as _FakeEffects
 from reaper_engine.models import (
     OS,
     Action,
@@ -336,7 +342,10 @@ def test_a_crashing_planner_stalls_nothing():
         assert rig.engine.process_result(rig.run(only(rig.take()))) is ApplyResult.APPLIED
     assert any(e["event"] == "planner_failed" for e in logs)
     state = rig.state()
-    assert state.status is MissionStatus.COMPLETED  # nothing more planned: the host is done
+    # Nothing more was planned, so the mission ends; a host never scanned is not "clean".
+    assert state.status is MissionStatus.FAILED
+    assert state.hosts["lnx"].outcome is HostOutcome.INCOMPLETE
+    assert "never scanned" in state.hosts["lnx"].outcome_detail
 
 
 def test_kill_budget_limits_how_many_processes_a_host_may_lose():
@@ -384,7 +393,10 @@ def test_cancel_withdraws_queued_tasks_and_ignores_late_results():
     assert state.status is MissionStatus.CANCELLED
     assert {h.outcome for h in state.hosts.values()} == {HostOutcome.CANCELLED}
     assert rig.queue.size(AgentType.MACOS) == 0  # the queued discover was withdrawn
-    assert rig.engine.process_result(rig.run(in_flight)) is ApplyResult.UNKNOWN_TASK
+    # The withdrawn task left a record: its late answer is recognised and changes nothing.
+    assert rig.engine.process_result(rig.run(in_flight)) is ApplyResult.DUPLICATE
+    record = rig.state().completed_tasks[in_flight.task_id]
+    assert record.error_code == "CANCELLED"
     assert rig.engine.cancel() == rig.state()  # cancelling twice changes nothing
     assert rig.engine.tick() == rig.state()
 
@@ -400,11 +412,11 @@ def test_two_engines_applying_results_concurrently_lose_nothing():
     results = [rig.run(t) for t in rig.take()]
     engines = [rig.engine, rig.new_engine()]
     barrier = threading.Barrier(2)
+    verdicts: list[ApplyResult] = []
 
     def apply(engine: MissionEngine, batch: list[ResultEvent]) -> None:
         barrier.wait(timeout=5)
-        for result in batch:
-            assert engine.process_result(result) is ApplyResult.APPLIED
+        verdicts.extend(engine.process_result(result) for result in batch)
 
     threads = [
         threading.Thread(target=apply, args=(e, results[i::2])) for i, e in enumerate(engines)
@@ -413,6 +425,8 @@ def test_two_engines_applying_results_concurrently_lose_nothing():
         t.start()
     for t in threads:
         t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert verdicts == [ApplyResult.APPLIED] * 8
     state = rig.state()
     assert state.counters.results_applied == 8
     assert all(h.last_status is HostStatus.HEALTHY for h in state.hosts.values())
@@ -500,3 +514,97 @@ def test_a_host_marked_dry_run_is_only_rehearsed_even_in_a_real_mission():
     assert state.hosts["mac"].outcome is HostOutcome.FINDINGS
     assert rig.lab.host(careful).signals_received == []
     assert state.hosts["lnx"].outcome is HostOutcome.REAPED
+
+
+def _to_reap(rig: Rig) -> Task:
+    """Run discover and scan; return the reap task the engine then dispatches."""
+    rig.start()
+    for _ in range(2):
+        rig.engine.process_result(rig.run(only(rig.take())))
+    reap = only(rig.take())
+    assert reap.action is Action.REAP
+    return reap
+
+
+def test_a_reap_that_finishes_after_its_timeout_still_has_its_kills_recorded():
+    rig = Rig(options=MissionOptions(task_timeout_seconds=10, max_attempts=1))
+    reap = _to_reap(rig)
+    result = rig.run(reap)  # the agent kills, but the answer is slow
+    rig.clock.advance(11)
+    rig.engine.tick()  # the engine gives up on the task: a timeout
+    assert rig.state().counters.timeouts == 1
+    assert rig.engine.process_result(result) is ApplyResult.LATE
+    state = rig.state()
+    assert state.hosts["lnx"].successful_kills == 8
+    assert state.counters.kills == 8
+    assert state.completed_tasks[reap.task_id].late_applied
+    assert rig.engine.process_result(result) is ApplyResult.DUPLICATE  # and only once
+    assert rig.state().counters.kills == 8
+
+
+def test_reap_tasks_carry_the_remaining_budget_and_pending_reaps_count_against_it():
+    rig = Rig(options=MissionOptions(kill_budget_per_host=10))
+    reap = _to_reap(rig)
+    params = ReapParams.model_validate(reap.params)
+    assert params.max_kills == 10
+    state = rig.state()
+    # A second reap proposed while the first is pending gets nothing: the budget is in use.
+    with capture_logs() as logs:
+        rig.engine._admit(  # the admission rule itself
+            state, [PlannedTask("lnx", Action.REAP, reap.params)], _FakeEffects(), rig.clock.now()
+        )
+    assert [e["reason"] for e in logs if e["event"] == "planned_task_refused"] == [
+        "kill budget exhausted"
+    ]
+
+
+def test_resume_withdraws_queued_tasks_of_a_cancelled_mission_again():
+    rig = Rig(LINUX, MAC)
+    rig.start()
+    cancelled = rig.engine.cancel("crash test")
+    assert cancelled is not None
+    # As if the engine had died after saving the cancel but before discarding the queue:
+    for record in cancelled.completed_tasks.values():
+        task = make_task(Action.DISCOVER, host=LINUX, task_id=record.task_id)
+        rig.queue.publish(task)
+    assert rig.queue.size(AgentType.LINUX) == 2
+    rig.new_engine().resume()
+    assert rig.queue.size(AgentType.LINUX) == 0
+
+
+class _FlakyBus(InMemoryEventBus):
+    """Fails the first two reads, as a bus whose server restarts would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 2
+
+    def read(self, mission_id, *, timeout, max_count=100):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("bus down")
+        return super().read(mission_id, timeout=timeout, max_count=max_count)
+
+
+def test_the_event_loop_survives_bus_errors_and_finishes_the_mission():
+    rig = Rig()
+    rig.bus = _FlakyBus()
+    rig.engine = rig.new_engine()
+    rig.start()
+    for task in rig.take():
+        rig.bus.publish(rig.run(task))
+    worker_stop, stop = threading.Event(), threading.Event()
+    agent = rig.agents[AgentType.LINUX]
+    agent.bus = rig.bus
+    worker = threading.Thread(target=agent.run, args=(worker_stop, 0.5), daemon=True)
+    worker.start()
+    try:
+        with capture_logs() as logs:
+            final = rig.engine.run_event_loop(stop, max_wait=0.2)
+    finally:
+        worker_stop.set()
+        rig.queue.interrupt()
+        worker.join(5)
+    assert final is not None
+    assert final.status is MissionStatus.COMPLETED
+    assert [e["event"] for e in logs].count("engine_loop_error") == 2

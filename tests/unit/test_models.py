@@ -400,7 +400,7 @@ def test_remember_task_below_the_limit_keeps_everything_in_order() -> None:
     assert host.last_tasks == ["a", "b"]
 
 
-def test_successful_kills_ignore_failures_and_dry_runs() -> None:
+def test_successful_kills_count_only_what_our_signals_ended() -> None:
     host = make_state().hosts["h1"]
     host.kills = [
         _kill(1, KillOutcome.TERMINATED),
@@ -409,7 +409,7 @@ def test_successful_kills_ignore_failures_and_dry_runs() -> None:
         _kill(4, KillOutcome.ALREADY_GONE),
         _kill(5, KillOutcome.TERMINATED).model_copy(update={"dry_run": True}),
     ]
-    assert host.successful_kills == 3
+    assert host.successful_kills == 2  # pid 4 exited on its own: not a kill of ours
 
 
 def test_host_state_from_spec_copies_limits() -> None:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from reaper_engine.detector import Detector
 from reaper_engine.models import Priority, ProcessInfo, ProcessState
-from reaper_engine.rules import DEFAULT_RULES, Rule
+from reaper_engine.rules import DEFAULT_RULES, Rule, RuleConditions
 from reaper_engine.safety import DEFAULT_WHITELIST, SafetyPolicy, SafetySettings, Vantage
 from tests.factories import T0, proc
 
@@ -43,7 +43,6 @@ def test_pid_0_and_1(pid: int) -> None:
     everything_off = {
         "min_pid": 0,
         "protect_root": False,
-        "protect_other_users": False,
         "whitelist_processes": (),
     }
     assert protection(mine(pid), Vantage(), **everything_off) == f"pid_{pid}"
@@ -70,11 +69,11 @@ def test_ancestor() -> None:
     assert protection(mine(4001), me) is None
 
 
-def test_protect_shell_ancestors_off() -> None:
+def test_ancestors_cannot_be_unprotected() -> None:
     me = Vantage(user="noah", uid=1000, pid=5000, ancestors=frozenset({4000}))
-    assert protection(mine(4000), me, protect_shell_ancestors=False) is None
-    # ...but the reaper itself is still protected.
-    assert protection(mine(5000), me, protect_shell_ancestors=False) == "self"
+    assert protection(mine(4000), me) == "ancestor"
+    with pytest.raises(ValidationError, match="protect_shell_ancestors"):
+        SafetySettings(protect_shell_ancestors=False)
 
 
 def test_own_process_group_and_session() -> None:
@@ -124,7 +123,6 @@ def test_protect_root_off_lets_roots_processes_through() -> None:
     assert protection(root, acting_as_root, protect_root=False) is None
     # Acting as someone else, root's process is still another user's.
     assert protection(root, ME, protect_root=False) == "other_user"
-    assert protection(root, ME, protect_root=False, protect_other_users=False) is None
     system = mine(uid=None, user="NT AUTHORITY\\SYSTEM")
     assert protection(system, Vantage(user="nt authority\\system"), protect_root=False) is None
 
@@ -147,12 +145,15 @@ def test_other_user_by_name_case_insensitively() -> None:
 
 
 def test_unknown_owner_is_assumed_not_ours() -> None:
+    # Fail closed: an unknown owner, or an unknown "us", is never ours to signal.
     assert protection(mine(uid=None, user=None)) == "other_user"
-    assert protection(mine(uid=None, user=None), Vantage()) is None
+    assert protection(mine(uid=None, user=None), Vantage()) == "other_user"
+    assert protection(mine(), Vantage()) == "other_user"
 
 
-def test_protect_other_users_off() -> None:
-    assert protection(mine(uid=1001, user="alice"), protect_other_users=False) is None
+def test_other_users_cannot_be_unprotected() -> None:
+    with pytest.raises(ValidationError, match="protect_other_users"):
+        SafetySettings(protect_other_users=False)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize(
@@ -339,8 +340,6 @@ def safety_settings(draw: st.DrawFn) -> SafetySettings:
         whitelist_patterns=tuple(draw(st.lists(st.sampled_from(PATTERNS), max_size=2))),
         min_pid=draw(st.sampled_from([0, 1, 2, 500, 1000, 3000, 100_000])),
         protect_root=draw(st.booleans()),
-        protect_other_users=draw(st.booleans()),
-        protect_shell_ancestors=draw(st.booleans()),
     )
 
 
@@ -375,7 +374,7 @@ def oracle_reasons(p: ProcessInfo, s: SafetySettings, v: Vantage) -> set[str]:
         reasons.add("below min_pid")
     if v.pid is not None and p.pid == v.pid:
         reasons.add("self")
-    if s.protect_shell_ancestors and p.pid in v.ancestors:
+    if p.pid in v.ancestors:
         reasons.add("ancestor")
     if v.pgid is not None and p.pgid == v.pgid:
         reasons.add("own group")
@@ -383,16 +382,14 @@ def oracle_reasons(p: ProcessInfo, s: SafetySettings, v: Vantage) -> set[str]:
         reasons.add("own session")
     if s.protect_root and (p.uid == 0 or (p.user or "").lower() in PRIVILEGED):
         reasons.add("root")
-    if s.protect_other_users:
-        if v.uid is not None and p.uid is not None:
-            other = p.uid != v.uid
-        elif v.user and p.user is not None:
-            other = p.user.lower() != v.user.lower()
-        else:
-            # Owner unknown: only safe to touch when we do not know who we are either.
-            other = v.uid is not None or bool(v.user)
-        if other:
-            reasons.add("other user")
+    if v.uid is not None and p.uid is not None:
+        other = p.uid != v.uid
+    elif v.user and p.user is not None:
+        other = p.user.lower() != v.user.lower()
+    else:
+        other = True  # owner or vantage unknown: never assume it is ours
+    if other:
+        reasons.add("other user")
     whitelist = {_basename(n) for n in s.whitelist_processes}
     candidates = {_basename(p.name)} | ({_basename(p.cmdline[0])} if p.cmdline else set())
     if candidates & whitelist:
@@ -403,7 +400,9 @@ def oracle_reasons(p: ProcessInfo, s: SafetySettings, v: Vantage) -> set[str]:
     return reasons
 
 
-EVERYTHING = Rule(name="everything", priority=Priority.CRITICAL)
+EVERYTHING = Rule(
+    name="everything", priority=Priority.CRITICAL, conditions=RuleConditions(age_seconds=0)
+)
 
 
 @settings(

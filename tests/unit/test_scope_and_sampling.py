@@ -107,19 +107,84 @@ def test_tree_kill_ends_children_first_and_spares_a_protected_member():
         finding_for(TABLE[0]), action, dry_run=False, processes=table
     )
     by_pid = {r.identity.pid: r.outcome for r in records}
+    # vim is protected (whitelisted): left out of the tree, not even looked at again.
     assert by_pid == {
         6000: KillOutcome.TERMINATED,
         6001: KillOutcome.TERMINATED,
         6002: KillOutcome.TERMINATED,
         6003: KillOutcome.TERMINATED,
-        6004: KillOutcome.PROTECTED,
     }
     signalled = [pid for pid, _ in transport.sent]
     assert signalled[-1] == 6000  # the leader last
     assert signalled.index(6003) < signalled.index(6001)  # grandchild before child
+    assert 6004 in transport.processes
     assert 6010 in transport.processes
     assert 7000 in transport.processes
-    assert len(sink.records) == 5  # one audit line per decision, members included
+    assert len(sink.records) == 4  # one audit line per decision, members included
+
+
+def test_a_protected_leader_keeps_its_whole_tree_safe():
+    transport = FakeTransport()
+    editor = transport.add(proc(6100, ppid=1, pgid=6100, cmd="vim main.rs", name="vim"))
+    server = transport.add(proc(6101, ppid=6100, pgid=6100, cmd="rust-analyzer"))
+    terminator = Terminator(transport, SafetyPolicy(SafetySettings(), ME), clock=clock())
+    # As a careless (or compromised) planner could: approve the protected editor itself.
+    records = terminator.terminate_scope(
+        finding_for(editor),
+        RuleAction(scope="tree"),
+        dry_run=False,
+        processes=[editor, server],
+    )
+    assert [(r.identity.pid, r.outcome) for r in records] == [(6100, KillOutcome.PROTECTED)]
+    assert transport.sent == []
+
+
+def test_nothing_below_a_protected_member_is_touched():
+    transport = FakeTransport()
+    runner = transport.add(proc(6200, ppid=1, pgid=6200, cmd="/tmp/test_runner"))
+    editor = transport.add(proc(6201, ppid=6200, pgid=6200, cmd="vim x", name="vim"))
+    helper = transport.add(proc(6202, ppid=6201, pgid=6200, cmd="rust-analyzer"))
+    terminator = Terminator(transport, SafetyPolicy(SafetySettings(), ME), clock=clock())
+    records = terminator.terminate_scope(
+        finding_for(runner),
+        RuleAction(scope="tree"),
+        dry_run=False,
+        processes=[runner, editor, helper],
+    )
+    assert [r.identity.pid for r in records] == [6200]
+    assert [pid for pid, _ in transport.sent] == [6200]
+
+
+def test_a_scope_larger_than_the_budget_is_refused_whole():
+    transport = FakeTransport()
+    for p in TABLE:
+        transport.add(p)
+    terminator = Terminator(transport, SafetyPolicy(SafetySettings(), ME), clock=clock())
+    records = terminator.terminate_scope(
+        finding_for(TABLE[0]),
+        RuleAction(scope="tree"),
+        dry_run=False,
+        processes=TABLE,
+        budget=3,
+    )
+    [refused] = records
+    assert refused.outcome is KillOutcome.PROTECTED
+    assert refused.detail.startswith("kill_budget")
+    assert transport.sent == []
+
+
+def test_no_signal_after_the_deadline_not_even_the_fallback():
+    c = clock()
+    transport = FakeTransport()
+    stubborn = transport.add(proc(6300))
+    transport.ignores_sigterm.add(6300)
+    terminator = Terminator(
+        transport, SafetyPolicy(SafetySettings(), ME), clock=c, deadline=c.now()
+    )
+    record = terminator.terminate(finding_for(stubborn), RuleAction(), dry_run=False)
+    assert record.outcome is KillOutcome.FAILED
+    assert "deadline" in record.detail
+    assert transport.sent == []
 
 
 # -- scope modes (seed 002) ------------------------------------------------------------------
@@ -157,16 +222,16 @@ def test_scope_modes_fail_closed_without_their_data():
     assert no_baseline.protection_for(TABLE[3]) == "outside_scope:no_baseline"
 
 
-def test_baseline_scope_spares_what_existed_before_and_allows_newcomers():
+def test_baseline_scope_spares_whatever_started_before_the_baseline():
+    baseline_at = T0.timestamp() - 60
     old = proc(6500, age=7200)
-    reused = proc(6501, age=10)  # its PID was in the baseline, held by an earlier process
+    just_before = proc(6501, age=61)  # never listed anywhere: still pre-existing by its age
     new = proc(6502, age=10)
-    baseline = {6500: old.create_time, 6501: T0.timestamp() - 9999}
     policy = SafetyPolicy(
-        SafetySettings(scope="baseline"), Vantage(user="noah", uid=1000, baseline=baseline)
+        SafetySettings(scope="baseline"), Vantage(user="noah", uid=1000, baseline_at=baseline_at)
     )
     assert policy.protection_for(old) == "outside_scope:baseline"
-    assert policy.protection_for(reused) is None
+    assert policy.protection_for(just_before) == "outside_scope:baseline"
     assert policy.protection_for(new) is None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from agents.terminator import Terminator
 from reaper_engine.models import (
@@ -356,11 +357,11 @@ AUDIT_CASES = [
     ("killed", KillOutcome.KILLED, "kill", "SIGKILL"),
     ("failed", KillOutcome.FAILED, "kill", "SIGKILL"),
     ("failed_no_fallback", KillOutcome.FAILED, "kill", "SIGTERM"),
-    ("already_gone", KillOutcome.ALREADY_GONE, "refuse", None),
-    ("pid_reused", KillOutcome.ALREADY_GONE, "refuse", None),
+    ("already_gone", KillOutcome.ALREADY_GONE, "skip", None),
+    ("pid_reused", KillOutcome.ALREADY_GONE, "skip", None),
     ("protected", KillOutcome.PROTECTED, "refuse", None),
     ("report_only", KillOutcome.PROTECTED, "refuse", None),
-    ("denied", KillOutcome.DENIED, "refuse", None),
+    ("denied", KillOutcome.DENIED, "kill", None),
     ("dry_run", KillOutcome.DRY_RUN, "dry_run", None),
 ]
 
@@ -427,3 +428,15 @@ def test_audit_record_names_the_config_file_and_rounds_memory():
     [entry] = sink.records
     assert entry.config_file == "/home/noah/.config/reaper/reaper.toml"
     assert entry.memory_mb == 3.35
+
+
+@pytest.mark.parametrize("level", ["info", "error"])
+def test_each_decision_is_logged_at_the_rules_log_level(level):
+    transport = FakeTransport()
+    info = transport.add(proc(5000))
+    terminator = Terminator(transport, SafetyPolicy(SafetySettings(), ME), clock=clock())
+    with capture_logs() as logs:
+        terminator.terminate(finding_for(info), RuleAction(log_level=level), dry_run=True)
+    [decision] = [e for e in logs if e["event"] == "kill_decision"]
+    assert decision["log_level"] == level
+    assert (decision["pid"], decision["outcome"], decision["dry_run"]) == (5000, "dry_run", True)
