@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format typecheck check clean
+.PHONY: help install demo test test-fast lint format typecheck check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ typecheck: $(STAMP) ## mypy --strict over the packages
 	$(BIN)/mypy
 
 check: lint typecheck test ## everything CI checks
+
+bench: $(STAMP) ## scan/rules vs psutil and ps, idle and under 20 busy loops; ~3 min (see docs/benchmarks.md)
+	$(BIN)/python bench/bench_scan.py --procs 1000 --busy 20 --reps 7
+	$(BIN)/python bench/bench_readers.py --extra 1000 --reps 7
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -4,6 +4,10 @@ Precedence, lowest first: the built-in defaults, the user file (``$XDG_CONFIG_HO
 reaper.toml``, or ``~/.config/...``) — replaced by an explicit ``--config`` path or
 ``$REAPER_CONFIG`` — then the first ``.reaper.toml`` found from the working directory upward.
 
+The project file may only tighten ``[safety]`` (see
+:func:`reaper_engine.config.restrict_project_safety`): it can sit in any repository someone
+cloned, so relaxing a protection is reserved to the user-level file.
+
 Every defect is a :class:`ConfigError` naming the file, the key and (where it can be found)
 the line; a merged document remembers which file supplied each value, so an error found only
 after merging still points into the file that caused it.
@@ -24,10 +28,12 @@ from reaper_engine.config import (
     NO_SIGNAL,
     DocumentError,
     Loc,
+    Provenance,
     ReaperConfig,
     check_document,
     compose,
     default_document,
+    restrict_project_safety,
     validate_document,
 )
 from reaper_engine.errors import ConfigError
@@ -111,14 +117,46 @@ def load_config(*, explicit: Path | None = None, cwd: Path, env: Mapping[str, st
         candidate = user_config_path(env)
         user_file = candidate if candidate.is_file() else None
 
-    paths = [p for p in (user_file, find_project_config(cwd)) if p is not None]
-    if len(paths) == 2 and _same_file(paths[0], paths[1]):
-        paths.pop()  # --config pointing at the project file: apply it once
-    sources = [_read(path) for path in paths]
+    project_file = find_project_config(cwd)
+    if project_file is not None and user_file is not None and _same_file(user_file, project_file):
+        project_file = None  # --config pointing at the project file: apply it once, as chosen
+    sources = [_read(path) for path in (user_file,) if path is not None]
+    documents = [default_document(), *(s.document for s in sources)]
+    if project_file is not None:
+        project = _read(project_file)
+        documents.append(_tightened(project, documents, sources))
+        sources.append(project)
 
-    merged, provenance = compose([default_document(), *(s.document for s in sources)])
+    merged, provenance = compose(documents)
+    config = _validated(merged, provenance, sources)
+    paths = tuple(s.path for s in sources)
+    return LoadedConfig(config=config, sources=paths, user_file=user_file)
+
+
+def _tightened(
+    project: _Source, documents: list[dict[str, Any]], earlier: list[_Source]
+) -> dict[str, Any]:
+    """The project document, checked to only tighten the user-level ``[safety]`` (whose
+    whitelists it extends): ConfigError naming the project file, the line and the key."""
+    base, provenance = compose(documents)
+    # The user-level safety settings must be valid on their own: they are the floor the
+    # project file is held to, so it cannot be the one to repair them.
+    effective = _validated({"safety": base.get("safety")}, provenance, earlier).safety
+    user_doc = earlier[0].document if earlier else {}
+    user_safety = user_doc.get("safety")
+    user_set = tuple(user_safety) if isinstance(user_safety, Mapping) else ()
     try:
-        config = validate_document(merged, provenance)
+        return restrict_project_safety(project.document, effective, user_set)
+    except DocumentError as issue:
+        raise _error_in(project, issue.loc, issue.message) from None
+
+
+def _validated(
+    document: dict[str, Any], provenance: Provenance, sources: list[_Source]
+) -> ReaperConfig:
+    """Validate a composed document; an error names the file that supplied the bad value."""
+    try:
+        return validate_document(document, provenance)
     except DocumentError as issue:
         origin = provenance.origin(issue.loc)
         if origin is None or origin[0] == 0:
@@ -127,14 +165,15 @@ def load_config(*, explicit: Path | None = None, cwd: Path, env: Mapping[str, st
                 issue.message, source=_DEFAULTS_SOURCE, key=_dotted(issue.loc)
             ) from None
         raise _error_in(sources[origin[0] - 1], origin[1], issue.message) from None
-    return LoadedConfig(config=config, sources=tuple(paths), user_file=user_file)
 
 
 def _read(path: Path) -> _Source:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"not UTF-8 text: {err.reason}", source=str(path)) from None
+        raise ConfigError(
+            f"not UTF-8 text: {err.reason} at byte offset {err.start}", source=str(path)
+        ) from None
     except OSError as err:
         raise ConfigError(f"cannot read: {err.strerror or err}", source=str(path)) from None
     document = parse_toml(text, str(path))
@@ -196,6 +235,9 @@ _HEADER = """\
 #   3. the nearest .reaper.toml in the working directory or one of its parents.
 # Tables merge key by key; [[rules]] merge by name (a later file can change one condition of a
 # rule, or disable it with enabled = false); any other list replaces the earlier one.
+# A project .reaper.toml may only tighten [safety]: raise min_pid, narrow scope, add to the
+# whitelists (there its lists are added, not replaced). Only the user file (or --config /
+# $REAPER_CONFIG) may relax a protection.
 # Every key below shows its default; delete what you do not want to change.
 """
 
@@ -228,8 +270,7 @@ _HELP: dict[str, dict[str, str]] = {
         "whitelist_patterns": "Never signal processes whose command line matches a regex here.",
         "min_pid": "Never signal a PID below this.",
         "protect_root": "Never signal processes of root / Windows system accounts.",
-        "protect_other_users": "Never signal processes of another user than the reaper's.",
-        "protect_shell_ancestors": "Never signal the shells and processes above the reaper.",
+        "protect_shell_ancestors": "Always true: never signal the shells etc. above the reaper.",
         "scope": "Which processes may be touched: all | baseline | descendants.",
         "scope_root_pid": "With scope = descendants: the root (unset: the reaper itself).",
     },

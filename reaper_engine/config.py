@@ -10,8 +10,13 @@ Merge semantics (``merge_documents``):
 * tables merge key by key, the later document winning;
 * the ``rules`` array merges **by name**: an entry whose name already exists deep-merges into
   that rule (so a project file can change one condition), a new name is appended;
-* every other array (``command_patterns``, ``whitelist_processes``, ``health_checks`` ...)
-  is replaced as a whole: merging lists element-wise has no meaning users could predict.
+* every other array (``command_patterns``, ``health_checks`` ...) is replaced as a whole:
+  merging lists element-wise has no meaning users could predict.
+
+A project file (``.reaper.toml``, found by walking up from the working directory, so possibly
+inside a repository nobody audited) may only **tighten** ``[safety]``:
+:func:`restrict_project_safety` checks it against the user-level settings, and adds its
+``whitelist_processes`` / ``whitelist_patterns`` to the effective lists instead of replacing them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import copy
 import difflib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,6 +45,18 @@ NO_SIGNAL = "none"
 _ALTERNATIVES = {"age_seconds": "age_hours", "age_hours": "age_seconds"}
 # Arrays of tables whose entries carry a ``name`` that must be unique in one document.
 NAMED_ARRAYS = ("rules", "health_checks")
+# Keys that no longer exist, with what to tell someone whose file still has them.
+_REMOVED: dict[Loc, str] = {
+    ("safety", "protect_other_users"): (
+        "other users' processes are always protected; delete this key"
+    ),
+}
+# Keys kept so that old files load, whose only accepted value is true.
+_ALWAYS_TRUE: dict[Loc, str] = {
+    ("safety", "protect_shell_ancestors"): (
+        "the reaper never signals the shells and processes above it; only true is accepted"
+    ),
+}
 
 
 class DaemonSettings(BaseModel):
@@ -258,6 +275,85 @@ def _merge_rules(
             _merge(target[j], rule, ("rules", j), ("rules", i), source, provenance)
 
 
+# --- what a project file may do to [safety] ------------------------------------------------
+
+_TIGHTEN = "a project file may only tighten [safety]"
+# Keys whose project-file value is added to the user-level list instead of replacing it.
+UNION_KEYS = ("whitelist_processes", "whitelist_patterns")
+_SCOPES = ("all", "baseline", "descendants")
+
+
+def restrict_project_safety(
+    project: Mapping[str, Any], effective: SafetySettings, user_set: Collection[str] = ()
+) -> dict[str, Any]:
+    """``project`` (a project file's document) with its ``[safety]`` held to tightening.
+
+    ``effective`` is the safety settings of the defaults and the user-level file merged;
+    ``user_set`` the ``[safety]`` keys that file sets (to word the message). Returns a copy of
+    ``project`` whose whitelists are the union of ``effective``'s and the project's, to be
+    merged over the user-level document. Raises :class:`DocumentError` at the first key (in the
+    project file's order) that would weaken a protection:
+
+    * ``protect_root`` may only be true;
+    * ``min_pid`` may not be lower than the effective one;
+    * ``scope`` may narrow ``"all"`` to ``"baseline"`` or ``"descendants"``, never change
+      another value;
+    * ``scope_root_pid`` may only be set when the user-level scope is ``"all"`` (any subtree
+      is narrower) or to the root the user-level file already chose: with ``scope =
+      "descendants"`` and no root, the user chose the reaper's own descendants.
+
+    A value of the wrong type is left alone, for validation to report against the project file.
+    """
+    result = copy.deepcopy(dict(project))
+    table = result.get("safety")
+    if not isinstance(table, dict):
+        return result
+
+    def by(key: str) -> str:
+        return "the user configuration" if key in user_set else "the built-in defaults"
+
+    for key, value in table.items():
+        problem = _weakening(key, value, effective, by)
+        if problem is not None:
+            raise DocumentError(("safety", key), f"{_TIGHTEN}: {problem}")
+        if (
+            key in UNION_KEYS
+            and isinstance(value, list)
+            and all(isinstance(item, str) for item in value)
+        ):
+            earlier: tuple[str, ...] = getattr(effective, key)
+            table[key] = [*earlier, *(item for item in value if item not in earlier)]
+    return result
+
+
+def _weakening(
+    key: str, value: Any, effective: SafetySettings, by: Callable[[str], str]
+) -> str | None:
+    """What is wrong with a project file setting ``[safety] key = value``, if anything."""
+    if key == "protect_root" and value is False:
+        return "protect_root = false is only accepted in the user configuration"
+    if key == "min_pid" and _is_int(value) and value < effective.min_pid:
+        return f"min_pid {value} is below {effective.min_pid} set by {by(key)}"
+    if key == "scope" and value in _SCOPES and effective.scope not in ("all", value):
+        wider = "is wider than" if value == "all" else "is not narrower than"
+        return f"scope {value!r} {wider} {effective.scope!r} set by {by(key)}"
+    # With scope = "baseline" a root pid is refused by validation (and "descendants" above).
+    if key == "scope_root_pid" and _is_int(value) and effective.scope == "descendants":
+        chosen = effective.scope_root_pid
+        if chosen is None:
+            return (
+                f"scope_root_pid {value} would replace the reaper itself, the root chosen by "
+                f"{by('scope')} (scope = 'descendants' without scope_root_pid)"
+            )
+        if value != chosen:
+            return f"scope_root_pid {value} differs from {chosen} set by {by(key)}"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 # --- checks and validation ------------------------------------------------------------------
 
 
@@ -337,7 +433,10 @@ def issue_of(
     kind = first.get("type")
     message = str(first["msg"]).removeprefix("Value error, ")
     if kind == "extra_forbidden":
-        message = "unknown key" + _suggestion(loc)
+        removed = _REMOVED.get(loc)
+        message = "unknown key" + (f" ({removed})" if removed else _suggestion(loc))
+    elif loc in _ALWAYS_TRUE and "input" in first:
+        message = f"cannot be turned off: {_ALWAYS_TRUE[loc]} (got {_shown(first['input'])})"
     elif kind == "missing":
         message = "missing key"
     elif kind == "value_error":

@@ -16,8 +16,15 @@ _AT_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """Parse ``text``; a syntax error is a ConfigError naming ``source`` and the line."""
     try:
         return tomllib.loads(text)
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: `a = [[[[...` thousands
+        # deep exhausts the stack. No configuration nests like that; say so, no traceback.
+        raise ConfigError(
+            "nesting too deep (arrays or inline tables inside each other)", source=source
+        ) from None
     except tomllib.TOMLDecodeError as err:
         message = str(err)
         match = _AT_LINE.search(message)

@@ -50,6 +50,8 @@ def load_table(ref: str, base_dir: Path | None = None) -> ProcessTable:
             text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"cannot read process table: {err.strerror}", source=source) from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"not UTF-8 (byte {err.start})", source=source) from None
     else:
         source = f"builtin:{ref}"
         resource = resources.files("agents.simulation") / "tables" / f"{ref}.toml"

@@ -12,6 +12,7 @@ from agents.simulation import SimulatedLab
 from overseer.bootstrap import in_memory_fleet
 from overseer.inventory import load_inventory
 from reaper_engine.models import (
+    AgentType,
     HostOutcome,
     HostStatus,
     MissionKind,
@@ -91,7 +92,38 @@ def test_audit_mission_touches_nothing():
     assert [s.mission_id for s in summary] == [state.mission_id]
 
 
+def queued(fleet) -> dict[AgentType, int]:
+    """Tasks waiting in each agent type's queue (a fleet runs one mission here)."""
+    return {agent_type: fleet.queue.size(agent_type) for agent_type in AgentType}
+
+
 def test_cancel_stops_a_running_mission():
+    lab = SimulatedLab(base_dir=LAB.parent)
+    inventory = load_inventory(LAB)
+    with in_memory_fleet({TransportKind.SIMULATED: lab}) as fleet:
+        # No agent takes work: the first tasks stay queued, so cancelling must withdraw them
+        # (with agents running, they would have drained the queues anyway).
+        assert fleet.agents.stop(timeout=10) is True
+        state = fleet.overseer.create_mission("reap", inventory)
+        assert state.status is MissionStatus.RUNNING
+        assert sum(queued(fleet).values()) == len(inventory.hosts) == len(state.pending_tasks)
+
+        cancelled = fleet.overseer.cancel_mission(state.mission_id, "test")
+        final = fleet.overseer.wait_for(state.mission_id, timeout=10)
+
+    assert cancelled.status is MissionStatus.CANCELLED
+    assert final.status is MissionStatus.CANCELLED
+    assert {h: (s.outcome, s.outcome_detail) for h, s in final.hosts.items()} == {
+        h.host_id: (HostOutcome.CANCELLED, "test") for h in inventory.hosts
+    }
+    assert final.pending_tasks == {}
+    assert queued(fleet) == dict.fromkeys(AgentType, 0)  # withdrawn from every queue
+    withdrawn = {r.task_id: r.error_code for r in final.completed_tasks.values()}
+    assert set(withdrawn) == set(state.pending_tasks)
+    assert set(withdrawn.values()) == {"CANCELLED"}
+
+
+def test_cancel_while_agents_are_at_work():
     lab = SimulatedLab(base_dir=LAB.parent)
     inventory = load_inventory(LAB)
     # The dead host's retries wait 30 s: the mission cannot finish before we cancel it.
@@ -101,9 +133,16 @@ def test_cancel_stops_a_running_mission():
         )
         cancelled = fleet.overseer.cancel_mission(state.mission_id, "test")
         final = fleet.overseer.wait_for(state.mission_id, timeout=10)
+
     assert cancelled.status is MissionStatus.CANCELLED
     assert final.status is MissionStatus.CANCELLED
-    assert fleet.queue.size(inventory.hosts[0].agent_type) == 0
+    outcomes = {h: s.outcome for h, s in final.hosts.items()}
+    # A fast host may have finished before the cancel; nothing changed after it.
+    assert outcomes == {h: s.outcome for h, s in cancelled.hosts.items()}
+    assert None not in outcomes.values()
+    assert outcomes["win-qa-02"] is HostOutcome.CANCELLED  # it was waiting out a 30 s retry
+    assert final.pending_tasks == {}
+    assert queued(fleet) == dict.fromkeys(AgentType, 0)
 
 
 def test_demo_runs_and_prints_the_per_host_table():

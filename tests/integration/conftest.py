@@ -1,7 +1,8 @@
 """Real child processes for integration tests, always reaped, pass or fail.
 
 Every process is started in a new session, so it is never in pytest's own process group or
-session, and teardown kills the whole group it leads.
+session, and teardown kills the whole group it leads -- unless the test already reaped it (see
+``Children.reap_all``).
 """
 
 from __future__ import annotations
@@ -32,9 +33,18 @@ class Children:
         return proc
 
     def reap_all(self) -> None:
+        """Kill the process group each child leads, then wait for the child.
+
+        A leader's pid names its group only while the leader is not yet reaped: until then
+        the pid cannot be reused. Once the test itself has waited for it (``returncode`` is
+        set), the pid -- and so the group id -- may already belong to someone else's new
+        process group, so no signal is sent to it. A test that reaps a leader itself must
+        first have killed the group that leader leads (or know it has no other members).
+        """
         for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the group it leads: only our children
+            if proc.returncode is None:  # not reaped by the test: the pid is still ours
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the group it leads: only our children
             proc.wait(timeout=10)
 
 

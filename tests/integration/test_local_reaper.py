@@ -6,7 +6,9 @@ else on the machine can be selected, whatever the rules say.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
 
@@ -161,6 +163,10 @@ def test_sigterm_then_sigkill_against_a_process_that_ignores_sigterm(children):
     factory.close()
     assert record.outcome is KillOutcome.KILLED
     assert record.signals == ("SIGTERM", "SIGKILL")
+    # The leader is dead but not yet reaped, so its PID (and group) cannot have been reused:
+    # end the group's short-lived `sleep` too, then reap.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(stubborn.pid, signal.SIGKILL)
     stubborn.wait(timeout=10)
 
 

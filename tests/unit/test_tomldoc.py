@@ -8,6 +8,7 @@ import pytest
 
 from agents.simulation import load_table
 from agents.simulation.table import ProcessTable
+from infra.config_files import load_config
 from overseer.inventory import load_inventory
 from reaper_engine.errors import ConfigError
 from reaper_engine.models import OS, Inventory, TransportKind
@@ -68,6 +69,38 @@ def test_duplicate_key_is_a_syntax_error() -> None:
     with pytest.raises(ConfigError) as info:
         parse_toml('name = "a"\nname = "b"\n', "dup.toml")
     assert info.value.line == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a = " + "[" * 2000, "a = " + "[" * 2000 + "]" * 2000 + "\n", "a = " + "{ b = " * 2000],
+)
+def test_deeply_nested_toml_is_a_config_error_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_toml(text, "deep.toml")
+    err = info.value
+    assert err.source == "deep.toml"
+    assert str(err).startswith("deep.toml: nesting too deep")
+    assert err.__cause__ is None
+    assert err.__suppress_context__
+
+
+def test_deeply_nested_inventory_and_config_files_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text("hosts = " + "[" * 3000, encoding="utf-8")
+    with pytest.raises(ConfigError, match="nesting too deep") as info:
+        load_inventory(path)
+    assert info.value.source == str(path)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".reaper.toml").write_text("rules = " + "[" * 3000, encoding="utf-8")
+    with pytest.raises(ConfigError, match="nesting too deep") as info:
+        load_config(cwd=project, env={"HOME": str(tmp_path / "home")})
+    assert info.value.source == str(project / ".reaper.toml")
+
+
+def test_moderate_nesting_still_parses() -> None:
+    assert parse_toml("a = " + "[" * 50 + "]" * 50 + "\n", "ok.toml")["a"] is not None
 
 
 # --- validation errors --------------------------------------------------------------------
@@ -199,6 +232,25 @@ def test_load_inventory_errors_name_the_file(tmp_path: Path) -> None:
     assert info.value.key == "hosts.2.max_failures"
 
 
+@pytest.mark.parametrize(
+    ("data", "offset"),
+    [(b'name = "fleet"\n# caf\xe9\n', 20), (b"\xff\xfename = 1\n", 0)],
+)
+def test_non_utf8_inventory_is_a_config_error_with_the_byte_offset(
+    tmp_path: Path, data: bytes, offset: int
+) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as info:
+        load_inventory(path)
+    err = info.value
+    assert err.source == str(path)
+    assert str(err).startswith(f"{path}: inventory is not UTF-8 text: ")
+    assert f"at byte offset {offset}" in str(err)
+    assert err.__cause__ is None
+    assert err.__suppress_context__
+
+
 def test_example_lab_inventory() -> None:
     inv = load_inventory(LAB)
     assert isinstance(inv, Inventory)
@@ -274,3 +326,10 @@ def test_table_with_bad_status_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_table("bad.toml", tmp_path)
     assert (info.value.key, info.value.line) == ("process.0.status", 6)
+
+
+def test_a_process_table_that_is_not_utf8_names_the_file(tmp_path) -> None:
+    bad = tmp_path / "table.toml"
+    bad.write_bytes(b"description = '\xff\xfe'\n")
+    with pytest.raises(ConfigError, match=r"table\.toml.*not UTF-8"):
+        load_table("table.toml", tmp_path)
