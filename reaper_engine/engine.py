@@ -360,17 +360,7 @@ class MissionEngine:
     ) -> None:
         host = state.hosts[task.host_id]
         event = self._apply_payload(host, task, event, state)
-        del state.pending_tasks[task.task_id]
-        state.completed_tasks[task.task_id] = TaskRecord(
-            task_id=task.task_id,
-            host_id=task.host_id,
-            action=task.action,
-            attempt=task.attempt,
-            status=event.status,
-            error_code=event.error_code,
-            summary=event.summary,
-            finished_at=now,
-        )
+        _complete(state, task, event.status, event.error_code, event.summary, now)
         host.remember_task(task.task_id)
         state.counters.results_applied += 1
         fx.note(
@@ -464,17 +454,7 @@ class MissionEngine:
         self, state: MissionState, task: Task, code: str, why: str, fx: _Effects, now: datetime
     ) -> None:
         """End a task without its result: keep a record, pull it from the queue."""
-        del state.pending_tasks[task.task_id]
-        state.completed_tasks[task.task_id] = TaskRecord(
-            task_id=task.task_id,
-            host_id=task.host_id,
-            action=task.action,
-            attempt=task.attempt,
-            status=ResultStatus.ERROR,
-            error_code=code,
-            summary=why,
-            finished_at=now,
-        )
+        _complete(state, task, ResultStatus.ERROR, code, why, now)
         fx.discard.append(task.task_id)
 
     def _fold_late(self, state: MissionState, record: TaskRecord, event: ResultEvent) -> None:
@@ -646,6 +626,28 @@ class MissionEngine:
             kills=state.counters.kills,
             findings=state.counters.findings,
         )
+
+
+def _complete(
+    state: MissionState,
+    task: Task,
+    status: ResultStatus,
+    error_code: str | None,
+    summary: str,
+    now: datetime,
+) -> None:
+    """Move a task from pending to completed, keeping the record that makes replays no-ops."""
+    del state.pending_tasks[task.task_id]
+    state.completed_tasks[task.task_id] = TaskRecord(
+        task_id=task.task_id,
+        host_id=task.host_id,
+        action=task.action,
+        attempt=task.attempt,
+        status=status,
+        error_code=error_code,
+        summary=summary,
+        finished_at=now,
+    )
 
 
 def _budget_used(state: MissionState, host: HostState) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agents.transports.base import ProcessListing, SignalDelivery, Transport
-from reaper_engine.audit import AuditRecord
+from infra.audit_log import MemoryAuditSink
 from reaper_engine.models import (
     DiscoverData,
     Finding,
@@ -84,12 +84,8 @@ class FakeTransport(Transport):
         return gone
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[AuditRecord] = []
-
-    def record(self, entry: AuditRecord) -> None:
-        self.records.append(entry)
+# The shipped list-backed sink: tests use the real thing.
+ListSink = MemoryAuditSink
 
 
 def finding_for(info: ProcessInfo, rule: str = "hung_test", **kw) -> Finding:
