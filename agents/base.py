@@ -187,7 +187,7 @@ class BaseAgent:
         return self._success(task, summary, facts.model_dump(mode="json"))
 
     def scan(self, task: Task, transport: Transport) -> ResultEvent:
-        look = self._look(task, transport)
+        look = self.look(transport, host_id=task.host_id)
         data = ScanData(
             processes_scanned=len(look.listing.processes),
             findings=tuple(look.findings),
@@ -202,7 +202,7 @@ class BaseAgent:
     def reap(self, task: Task, transport: Transport) -> ResultEvent:
         params = _params(ReapParams, task)
         # Kill only what is approved AND still selected by a rule now: state may have changed.
-        look = self._look(task, transport)
+        look = self.look(transport, host_id=task.host_id)
         current = {f.identity.pid: f for f in look.findings}
         terminator = Terminator(
             transport,
@@ -257,7 +257,7 @@ class BaseAgent:
 
     def verify(self, task: Task, transport: Transport) -> ResultEvent:
         expected = _params(VerifyParams, task).expected_gone
-        look = self._look(task, transport)
+        look = self.look(transport, host_id=task.host_id)
         # A zombie has exited; only its parent's wait() is missing. It counts as gone.
         running = [p for p in look.listing.processes if p.status is not ProcessState.ZOMBIE]
         alive = [i for i in expected if any(i.same_process(p.pid, p.create_time) for p in running)]
@@ -270,12 +270,14 @@ class BaseAgent:
         status = ResultStatus.PARTIAL if alive else ResultStatus.SUCCESS
         return self._success(task, summary, data.model_dump(mode="json"), status=status)
 
-    def _look(self, task: Task, transport: Transport) -> _Look:
-        """List the host's processes once; judge them with the policy for that same table."""
+    def look(self, transport: Transport, *, host_id: str) -> _Look:
+        """List the host's processes once; judge them with the policy for that same table.
+
+        What every action starts with, and what a one-shot CLI scan or ``explain`` uses."""
         listing = transport.list_processes()
         policy = policy_for(self.safety, transport.vantage(), listing.processes)
         findings = self.detector.evaluate(
-            listing.processes, now=self.clock.now(), host_id=task.host_id, policy=policy
+            listing.processes, now=self.clock.now(), host_id=host_id, policy=policy
         )
         return _Look(listing, policy, findings)
 

@@ -185,7 +185,7 @@ def test_pytest_itself_and_its_parents_are_protected_whatever_the_rules_say():
         rules=(everything,),
         safety=SafetySettings(protect_root=False, min_pid=0),
     )
-    findings = agent._look(_task(), transport).findings
+    findings = agent.look(transport, host_id="localhost").findings
     factory.close()
     by_pid = {f.identity.pid: f for f in findings}
     assert by_pid[os.getpid()].protected_by == "self"

@@ -1,0 +1,157 @@
+"""Controlling a daemon from outside: start it detached, find it, stop it.
+
+``signal_our_daemon`` is the one place where Reaper sends a signal outside the terminator.
+The terminator is the path for processes that *rules* selected, with protections that would
+(rightly) refuse this one: it is our own process, in our own session. Stopping our own daemon
+is an operator's explicit request about a process the PID file says we started, so it is
+allowed here — but only after proving that the PID still belongs to that daemon: the start
+time recorded in the PID file must match the live process's, the process must be ours (same
+user) and its command line must be a reaper daemon's. A PID file left behind by a crash whose
+PID now names another program is never acted on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import structlog
+
+from overseer.daemon.pidfile import PidRecord, is_alive, read_record
+from reaper_engine.models.process import START_TIME_TOLERANCE
+
+log = structlog.get_logger(__name__)
+
+DAEMON_MODULE = "overseer.daemon"
+_DAEMON_MARKERS = (DAEMON_MODULE, "reaper")
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    stopped: bool
+    pid: int | None
+    message: str
+
+
+def daemon_command(config: Path | None, *, log_format: str = "json") -> list[str]:
+    """The argv of a foreground daemon, as ``reaper start`` spawns it."""
+    argv = [
+        sys.executable,
+        "-m",
+        DAEMON_MODULE,
+        "--log-format",
+        log_format,
+        "start",
+        "--foreground",
+    ]
+    if config is not None:
+        argv += ["--config", str(config)]
+    return argv
+
+
+def spawn_detached(
+    argv: Sequence[str], *, log_file: Path, cwd: Path, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session, detached from the terminal, logging to ``log_file``.
+
+    A new session (no controlling terminal) and stdin from /dev/null: closing the terminal
+    or pressing Ctrl-C in it must not reach the daemon. The working directory is kept, since
+    the project ``.reaper.toml`` is found from it (and found again on every reload).
+    """
+    log_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        os.close(fd)  # the child has its own copy
+
+
+def _is_our_daemon(proc: psutil.Process, record: PidRecord) -> str | None:
+    """None if ``proc`` is the daemon ``record`` describes, else why not."""
+    try:
+        if abs(proc.create_time() - record.start_time) > START_TIME_TOLERANCE:
+            return "its PID now belongs to another process (start time differs)"
+        if hasattr(os, "getuid") and proc.uids().real != os.getuid():
+            return "it belongs to another user"
+        cmdline = " ".join(proc.cmdline())
+    except psutil.NoSuchProcess:
+        return "it is not running"
+    except psutil.AccessDenied:
+        return "it cannot be inspected (another user's process)"
+    if not any(marker in cmdline for marker in _DAEMON_MARKERS):
+        return f"its command line is not a reaper daemon's ({cmdline[:80]!r})"
+    return None
+
+
+def signal_our_daemon(
+    pid_file: Path, sig: int = signal.SIGTERM, *, timeout: float = 30.0
+) -> StopResult:
+    """Send ``sig`` to the daemon named by ``pid_file`` — only if it is verifiably ours.
+
+    Waits up to ``timeout`` for it to exit when ``sig`` stops it. The one signal Reaper
+    sends outside the terminator: see the module docstring for why that is allowed.
+    """
+    record = read_record(pid_file)
+    if record is None:
+        return StopResult(False, None, "Reaper daemon is not running")
+    if not is_alive(record):
+        return StopResult(
+            False, record.pid, f"Reaper daemon is not running (stale PID file {pid_file})"
+        )
+    try:
+        proc = psutil.Process(record.pid)
+    except psutil.NoSuchProcess:
+        return StopResult(False, record.pid, "Reaper daemon is not running")
+    why_not = _is_our_daemon(proc, record)
+    if why_not is not None:
+        log.warning("daemon_stop_refused", pid=record.pid, reason=why_not)
+        return StopResult(False, record.pid, f"Refusing to signal PID {record.pid}: {why_not}")
+    try:
+        # psutil re-checks that the PID still names the process it opened (its start time)
+        # before signalling, which closes the window since our own check above.
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
+        return StopResult(True, record.pid, "Reaper daemon stopped")
+    log.info("daemon_signalled", pid=record.pid, signal=signal.Signals(sig).name)
+    if sig not in (signal.SIGTERM, signal.SIGINT):
+        return StopResult(True, record.pid, f"Sent {signal.Signals(sig).name} to the daemon")
+    try:
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        return StopResult(
+            False, record.pid, f"Reaper daemon (PID {record.pid}) did not stop within {timeout:g}s"
+        )
+    return StopResult(True, record.pid, "Reaper daemon stopped")
+
+
+def wait_for_start(
+    child: subprocess.Popen[bytes], pid_file: Path, *, timeout: float = 15.0
+) -> PidRecord | None:
+    """Wait until ``child`` holds the PID file (started) or exits (failed); None if it failed."""
+    deadline = time.monotonic() + timeout
+    pause = 0.02
+    while time.monotonic() < deadline:
+        record = read_record(pid_file)
+        if record is not None and record.pid == child.pid:
+            return record
+        if child.poll() is not None:
+            return None
+        time.sleep(pause)  # another process's progress: nothing to block on but the file
+        pause = min(pause * 2, 0.2)
+    return None

@@ -1,0 +1,145 @@
+"""The installed ``reaper`` console script, run for real: start-up imports, exit codes, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Victims, linux_only
+from tests.integration.conftest import alive
+
+REAPER = Path(sys.executable).with_name("reaper")
+needs_script = pytest.mark.skipif(
+    not REAPER.exists(), reason="console script not installed (pip install -e .)"
+)
+
+# Modules `reaper --help` and `reaper scan` must never import (issue 4, "Start-up speed").
+HEAVY = (
+    "redis",
+    "rq",
+    "paramiko",
+    "winrm",
+    "anthropic",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "flask",
+    "django",
+    "aiohttp",
+    "tornado",
+    "prometheus_client",  # only the daemon serves metrics
+)
+
+
+def reaper(*args: str, env: dict[str, str], stdin: int | None = subprocess.DEVNULL):
+    return subprocess.run(
+        [str(REAPER), *args],
+        env=env,
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(home: Path) -> dict[str, str]:
+    return dict(os.environ)
+
+
+def modules_after(args: list[str], env: dict[str, str]) -> set[str]:
+    """Top-level package names in sys.modules after running ``reaper ARGS`` in a fresh
+    interpreter (the entry point the console script calls)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from overseer.cli import main
+        try:
+            main({args!r})
+        except SystemExit:
+            pass
+        sys.stderr.write("\\nMODULES " + " ".join(sorted(sys.modules)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    listed = done.stderr.rsplit("MODULES ", 1)[1].split()
+    return {name.split(".")[0] for name in listed}
+
+
+def test_help_imports_nothing_heavy_not_even_the_engine(env):
+    loaded = modules_after(["--help"], env)
+    assert "click" in loaded
+    assert not loaded & set(HEAVY)
+    # --help needs no configuration, engine, pydantic, structlog or Rich.
+    assert not loaded & {"pydantic", "structlog", "rich", "reaper_engine", "agents", "psutil"}
+
+
+def test_scan_imports_nothing_heavy(env):
+    loaded = modules_after(["scan", "--json"], env)
+    assert "reaper_engine" in loaded  # it did scan
+    assert not loaded & set(HEAVY)
+
+
+@needs_script
+def test_console_script_help_and_version(env):
+    result = reaper("--help", env=env)
+    assert result.returncode == 0
+    assert "Usage: reaper" in result.stdout
+    assert reaper("--version", env=env).stdout.startswith("reaper ")
+
+
+@needs_script
+def test_console_script_invalid_config(env, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rules]]\nname = "x"\n[rules.action]\nsignal = "SIGFOO"\n')
+    result = reaper("scan", "--config", str(bad), env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {bad}:4: key 'rules.0.action.signal': ")
+    assert "Traceback" not in result.stderr
+
+
+@needs_script
+def test_console_script_scan_json(env):
+    result = reaper("scan", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["processes_scanned"] > 0
+    assert "\x1b[" not in result.stdout
+
+
+@needs_script
+@linux_only
+def test_console_script_refuses_without_terminal(env, victims: Victims):
+    result = reaper("kill", "--all", "--config", str(victims.config), env=env)
+    assert result.returncode == 3
+    assert "stdin is not a terminal" in result.stderr
+    assert alive(victims.victim)
+
+
+@needs_script
+@linux_only
+def test_console_script_kills_with_yes(env, victims: Victims):
+    env["REAPER_CONFIG"] = str(victims.config)  # through the environment this time
+    result = reaper("kill", "--all", "--yes", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"Process {victims.victim} terminated (SIGTERM)" in result.stdout
+    assert "Killed 1 process (0 failures)" in result.stdout
+    assert not alive(victims.victim)
+    assert alive(victims.bystander)
+    assert [r["outcome"] for r in victims.audit_lines()] == ["terminated"]
