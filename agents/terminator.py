@@ -81,8 +81,9 @@ class Terminator:
         members: list[ProcessInfo] = []
         if action.scope != "process":
             # The leader first: if it may not be touched, neither may its group or tree.
+            # (A dry run goes on: it must show everything the real kill would end.)
             refusal = self._refusal(finding, action, dry_run=dry_run)
-            if refusal is not None:
+            if refusal is not None and refusal.outcome is not KillOutcome.DRY_RUN:
                 return [self._audited(finding, action, refusal)]
             members = scope_members(
                 finding.identity.pid,

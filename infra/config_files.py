@@ -77,9 +77,20 @@ def find_project_config(start: Path) -> Path | None:
     here = start.absolute()
     for directory in (here, *here.parents):
         candidate = directory / PROJECT_FILE_NAME
-        if candidate.is_file():
+        # A directory we may not search cannot hold a file of ours we could read: go on up.
+        if _is_file(candidate, strict=False):
             return candidate
     return None
+
+
+def _is_file(path: Path, *, strict: bool = True) -> bool:
+    """``path.is_file()``, but an unreadable location is a ConfigError (strict) or absent."""
+    try:
+        return path.is_file()
+    except OSError as err:
+        if not strict:
+            return False
+        raise ConfigError(f"cannot read: {err.strerror}", source=str(path)) from None
 
 
 def _home(env: Mapping[str, str]) -> Path:
@@ -109,13 +120,13 @@ def load_config(*, explicit: Path | None = None, cwd: Path, env: Mapping[str, st
         explicit = _expand(str(explicit), cwd=cwd, env=env)
 
     if explicit is not None:
-        if not explicit.is_file():
+        if not _is_file(explicit):
             reason = "is not a file" if explicit.exists() else "no such file"
             raise ConfigError(reason, source=str(explicit))
         user_file: Path | None = explicit
     else:
         candidate = user_config_path(env)
-        user_file = candidate if candidate.is_file() else None
+        user_file = candidate if _is_file(candidate) else None
 
     project_file = find_project_config(cwd)
     if project_file is not None and user_file is not None and _same_file(user_file, project_file):

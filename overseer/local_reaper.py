@@ -254,30 +254,31 @@ class LocalReaper:
         (PID and start time) must still hold. The terminator re-checks identity and every
         protection immediately before each signal.
         """
-        with self._boosted():
-            listing, policy, current = self._look_unboosted()
-            terminator = Terminator(
-                self._open(),
-                policy,
-                clock=self.clock,
-                audit=self._audit_sink(),
-                config_file=self.config_file,
-            )
-            by_pid = {f.identity.pid: f for f in current}
-            records: list[KillRecord] = []
-            for wanted in findings:
-                records.extend(
-                    self._kill_one(
-                        wanted,
-                        terminator,
-                        listing,
-                        policy,
-                        by_pid,
-                        dry_run=dry_run,
-                        signal_override=signal_override,
-                        require_match=require_match,
-                    )
+        # Boosted for the look only: the kill loop waits on rule timeouts, and the boost is
+        # session-wide (the caller's terminal) until restored.
+        listing, policy, current = self._look()
+        terminator = Terminator(
+            self._open(),
+            policy,
+            clock=self.clock,
+            audit=self._audit_sink(),
+            config_file=self.config_file,
+        )
+        by_pid = {f.identity.pid: f for f in current}
+        records: list[KillRecord] = []
+        for wanted in findings:
+            records.extend(
+                self._kill_one(
+                    wanted,
+                    terminator,
+                    listing,
+                    policy,
+                    by_pid,
+                    dry_run=dry_run,
+                    signal_override=signal_override,
+                    require_match=require_match,
                 )
+            )
         return records
 
     def _kill_one(

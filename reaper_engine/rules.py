@@ -94,6 +94,10 @@ class RuleAction(BaseModel):
         return Signal.parse(value) if isinstance(value, str | int) else value
 
 
+RESERVED_RULE_NAMES = frozenset({"manual"})
+"""Names the reaper gives its own decisions; a configured rule may not take them."""
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -103,6 +107,13 @@ class Rule(BaseModel):
     description: str = ""
     conditions: RuleConditions = Field(default_factory=RuleConditions)
     action: RuleAction = Field(default_factory=RuleAction)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_RULE_NAMES:
+            raise ValueError(f"'{name}' is reserved (explicit `reaper kill PID` requests)")
+        return name
 
     @model_validator(mode="after")
     def _must_select(self) -> Rule:

@@ -9,6 +9,7 @@ output is always plain JSON. Rich is imported only when something is printed to 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
@@ -52,6 +53,7 @@ class Output:
         return f"{_ICONS[name]} " if self.fancy else ""
 
     def line(self, text: str = "", style: str | None = None) -> None:
+        text = printable(text)
         if not self.fancy:
             click.echo(text, err=self.err, file=self._stream)
             return
@@ -72,6 +74,18 @@ class Output:
                 file=self._stream, stderr=self.err, highlight=False, soft_wrap=True
             )
         return self._console
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as escapes (``\\x1b``), never sent raw.
+
+    Command lines are written by whoever started the process, other users included; raw, an
+    escape sequence could retitle the terminal, clear it, or overwrite a line to fake output.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _isatty(stream: IO[str]) -> bool:

@@ -129,7 +129,11 @@ def make_service_group(runner: Runner | None = None) -> click.Group:
         # A daemon that cannot load its configuration would restart every 10 seconds forever:
         # refuse now, naming the file and key, instead.
         load(backend.ctx.config)
-        _show(backend.install())
+        try:
+            report = backend.install()
+        except OSError as err:  # e.g. a home directory that cannot be written
+            raise CliError(f"cannot write {backend.path}: {err.strerror}") from None
+        _show(report)
 
     @service.command()
     @click.pass_context

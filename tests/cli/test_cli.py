@@ -301,9 +301,11 @@ def test_explain_unknown_pid(runner):
 # -- kill ----------------------------------------------------------------------------------
 
 
-def test_kill_unknown_pid(runner):
+def test_kill_unknown_pid(runner, victims: Victims):
     pid = unused_pid()
-    result = run(runner, "kill", str(pid), "--yes")
+    # Scoped to the test's own children: should the PID be reused by the time the command
+    # runs, the newcomer is outside the scope and cannot be signalled.
+    result = run(runner, "kill", str(pid), "--yes", "--config", str(victims.config))
     assert result.exit_code == 4
     one_error_line(result, contains=f"no such process: PID {pid}")
 

@@ -150,3 +150,17 @@ def test_importing_the_command_module_stays_light():
         timeout=60,
     )
     assert out.stdout.strip() == "[]"
+
+
+@linux_only
+def test_install_into_a_home_that_cannot_be_written_is_one_clear_error(
+    cli, home, recorder, fake_reaper
+):
+    # A file where the unit's directory should be: writing fails even for root.
+    (home / ".config" / "systemd").mkdir(parents=True)
+    (home / ".config" / "systemd" / "user").write_text("not a directory")
+    result = cli("install", "--executable", str(fake_reaper))
+    assert result.exit_code == 2
+    assert "cannot write" in result.output
+    assert "Traceback" not in result.output
+    assert recorder.calls == []

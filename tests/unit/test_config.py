@@ -1093,3 +1093,17 @@ def test_every_key_is_documented() -> None:
 def test_default_file_string_spelling_round_trips(text: str) -> None:
     # Regexes carry backslashes and quotes: whatever the defaults hold must survive TOML.
     assert parse_toml(f"x = {_string(text)}\n", "t") == {"x": text}
+
+
+def test_a_config_in_a_directory_we_cannot_enter_is_a_clear_error(tmp_path, monkeypatch):
+    locked = tmp_path / "locked" / "reaper.toml"
+    locked.parent.mkdir()
+    locked.write_text("")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    # Root can enter any directory, so the refusal is simulated where pathlib meets it.
+    monkeypatch.setattr(type(locked), "is_file", denied)
+    with pytest.raises(ConfigError, match=r"locked/reaper\.toml: cannot read: Permission denied"):
+        load_config(explicit=locked, cwd=tmp_path, env={"HOME": str(tmp_path)})

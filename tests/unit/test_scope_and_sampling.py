@@ -308,3 +308,21 @@ def test_checkpoints_stay_bounded_and_keep_covering_the_oldest_time():
     assert p.cpu_samples[-1] == (1990.0, 199.0)
     assert p.cpu_samples[0][0] <= 1990.0 - 1000  # coverage grew as resolution halved
     assert "cpu_samples" not in p.model_dump()  # working memory, never sent in results
+
+
+def test_a_dry_run_of_a_tree_kill_rehearses_every_member():
+    transport = FakeTransport()
+    for p in TABLE:
+        transport.add(p)
+    terminator = Terminator(transport, SafetyPolicy(SafetySettings(), ME), clock=clock())
+    records = terminator.terminate_scope(
+        finding_for(TABLE[0]), RuleAction(scope="tree"), dry_run=True, processes=TABLE
+    )
+    assert sorted(r.identity.pid for r in records) == [6000, 6001, 6002, 6003]
+    assert {r.outcome for r in records} == {KillOutcome.DRY_RUN}
+    assert transport.sent == []
+
+
+def test_manual_is_a_reserved_rule_name():
+    with pytest.raises(ValueError, match="reserved"):
+        Rule(name="manual", conditions=RuleConditions(age_seconds=0))
