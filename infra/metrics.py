@@ -14,6 +14,7 @@ seed 000's ``reaper_cpu_recovered_percent`` counter appears as
 
 from __future__ import annotations
 
+import socketserver
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -164,10 +165,31 @@ def exposition(snapshot: MetricsSnapshot) -> bytes:
     return generate_latest(registry_for(lambda: snapshot))
 
 
+REQUEST_TIMEOUT_SECONDS = 5.0
+"""How long one connection may take to send its request: an idle client is dropped after it."""
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT_SECONDS  # StreamRequestHandler sets it on the socket
+
     def log_message(self, format: str, *args: Any) -> None:
         # Scrapes every 15 s would flood the daemon log through stderr; structlog instead.
         log.debug("metrics_request", request=format % args)
+
+
+class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread per connection, so a slow or idle client never stalls the next scrape.
+
+    The threads are daemon threads and ``server_close`` does not wait for them: stopping the
+    daemon never waits on a client (each one ends at its socket timeout anyway).
+    """
+
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that timed out or hung up: not worth a traceback on stderr.
+        log.debug("metrics_request_failed", client=str(client_address), exc_info=True)
 
 
 class MetricsServer:
@@ -187,7 +209,9 @@ class MetricsServer:
     ) -> None:
         self.path = path
         self._registry = registry_for(source)
-        self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
+        self._server: WSGIServer = make_server(
+            host, port, self._app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+        )
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="reaper-metrics", daemon=True
         )

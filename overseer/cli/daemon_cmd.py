@@ -48,9 +48,60 @@ config_option = click.option(
 )
 
 
+def _verbosity() -> int | None:
+    """The ``reaper`` group's -q/-v (-1, 0, 1, 2 ...), or None outside it (the
+    ``python -m overseer.daemon`` entry point configures logging itself)."""
+    from overseer.cli.common import Settings
+
+    ctx = click.get_current_context(silent=True)
+    settings = ctx.find_object(Settings) if ctx is not None else None
+    return settings.verbosity if settings is not None else None
+
+
+def _setup_logging(*, daemon: bool = False) -> None:
+    """Logs to stderr at the level and format the global options chose.
+
+    A command (stop, status ...) logs warnings by default, like every ``reaper`` command;
+    the foreground daemon, whose log is its only output, logs info (-q: errors, -v: debug).
+    """
+    from overseer.cli.common import Settings, setup_logging
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.find_object(Settings) is None:
+        return
+    if not daemon:
+        setup_logging(ctx)
+        return
+    from infra.logging import configure_logging
+
+    settings = ctx.find_object(Settings)
+    assert settings is not None
+    level = {-1: "error", 0: "info"}.get(settings.verbosity, "debug")
+    configure_logging("json" if settings.log_format == "json" else "console", level)
+
+
+def _log_level_option() -> list[str]:
+    """The detached daemon's ``--log-level``, from the global -q/-v."""
+    verbosity = _verbosity()
+    if verbosity is None:
+        return []
+    return ["--log-level", {-1: "error", 0: "info"}.get(verbosity, "debug")]
+
+
+def _mark(symbol: str, *, err: bool = False) -> str:
+    """``symbol`` and a space on a terminal; nothing when the output is piped or a file."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return f"{symbol} " if tty else ""
+
+
 def _load(config_path: Path | None) -> tuple[LoadedConfig, DaemonPaths]:
     from infra.config_files import load_config
     from overseer.daemon.paths import DaemonPaths
+    from overseer.daemon.pidfile import PidFileError, check_pid_path
     from reaper_engine.errors import ConfigError
 
     try:
@@ -58,7 +109,13 @@ def _load(config_path: Path | None) -> tuple[LoadedConfig, DaemonPaths]:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_CONFIG) from None
-    return loaded, DaemonPaths.resolve(loaded.config.daemon, os.environ)
+    paths = DaemonPaths.resolve(loaded.config.daemon, os.environ)
+    try:
+        check_pid_path(paths.pid_file)
+    except PidFileError as exc:
+        click.echo(f"error: {exc} (daemon.pid_file)", err=True)
+        raise SystemExit(EXIT_CONFIG) from None
+    return loaded, paths
 
 
 def _explicit(config_path: Path | None) -> Path | None:
@@ -71,6 +128,7 @@ def _explicit(config_path: Path | None) -> Path | None:
 @config_option
 def start(foreground: bool, config_path: Path | None) -> None:
     """Start the daemon: a scan of this machine every daemon.scan_interval_seconds."""
+    _setup_logging(daemon=foreground)
     loaded, paths = _load(config_path)
     if foreground:
         _run_foreground(loaded, _explicit(config_path))
@@ -87,6 +145,9 @@ def _run_foreground(loaded: LoadedConfig, explicit: Path | None) -> None:
     except DaemonAlreadyRunningError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_FAILED) from None
+    except OSError as exc:  # the PID file's directory cannot be created or written ...
+        click.echo(f"error: cannot create the PID file: {exc}", err=True)
+        raise SystemExit(EXIT_CONFIG) from None
     raise SystemExit(code)
 
 
@@ -108,26 +169,28 @@ def _start_detached(loaded: LoadedConfig, paths: DaemonPaths, explicit: Path | N
         )
         raise SystemExit(EXIT_FAILED)
     started_at = datetime.now(UTC)
-    child = spawn_detached(
-        daemon_command(explicit), log_file=paths.log_file, cwd=Path.cwd(), env=os.environ
-    )
+    argv = daemon_command(explicit, extra=_log_level_option())
+    child = spawn_detached(argv, log_file=paths.log_file, cwd=Path.cwd(), env=os.environ)
     record = wait_for_start(child, paths.pid_file)
     if record is None:
-        click.echo(f"❌ Reaper daemon failed to start; see {paths.log_file}", err=True)
+        click.echo(
+            f"{_mark('❌', err=True)}Reaper daemon failed to start; see {paths.log_file}",
+            err=True,
+        )
         for line in _tail(paths.log_file, 10):
             click.echo(f"   {line}", err=True)
         raise SystemExit(EXIT_FAILED)
-    click.echo(f"✅ Reaper daemon started (PID {record.pid})")
+    click.echo(f"{_mark('✅')}Reaper daemon started (PID {record.pid})")
     state = _wait_first_scan(paths.state_file, started_at, read_state)
     if state is not None:
-        click.echo(f"📊 Monitoring {state.processes_monitored} processes")
+        click.echo(f"{_mark('📊')}Monitoring {state.processes_monitored} processes")
     else:
-        click.echo("📊 First scan still running")
+        click.echo(f"{_mark('📊')}First scan still running")
     interval = loaded.config.daemon.scan_interval_seconds
-    click.echo(f"⏱  Scan interval: {interval:g} seconds")
+    click.echo(f"{_mark('⏱ ')}Scan interval: {interval:g} seconds")
     if loaded.config.daemon.dry_run:
-        click.echo("🧪 Dry run: nothing will be signalled")
-    click.echo(f"📝 Log: {paths.log_file}")
+        click.echo(f"{_mark('🧪')}Dry run: nothing will be signalled")
+    click.echo(f"{_mark('📝')}Log: {paths.log_file}")
 
 
 def _wait_first_scan(state_file: Path, since: datetime, read_state: Any) -> DaemonState | None:
@@ -157,17 +220,18 @@ def _tail(path: Path, lines: int) -> list[str]:
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait.")
 def stop(config_path: Path | None, timeout: float) -> None:
     """Stop the daemon (SIGTERM to the PID in the PID file, once verified to be ours)."""
-    from overseer.daemon.control import signal_our_daemon
+    from overseer.daemon.control import NOT_RUNNING, signal_our_daemon
 
+    _setup_logging()
     _, paths = _load(config_path)
     result = signal_our_daemon(paths.pid_file, timeout=timeout)
     if result.stopped:
-        click.echo(f"✅ {result.message}")
+        click.echo(f"{_mark('✅')}{result.message}")
         return
-    if result.message.startswith("Reaper daemon is not running"):
+    if result.message.startswith(NOT_RUNNING):
         click.echo(result.message)
         return
-    click.echo(f"❌ {result.message}", err=True)
+    click.echo(f"{_mark('❌', err=True)}{result.message}", err=True)
     raise SystemExit(EXIT_FAILED)
 
 
@@ -176,34 +240,51 @@ def stop(config_path: Path | None, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config_path: Path | None, as_json: bool) -> None:
     """Show whether the daemon runs, its last scan, totals, health checks and resources."""
-    from overseer.daemon.pidfile import live_record
+    from overseer.daemon.control import find_daemon
     from overseer.daemon.state import read_state
 
+    _setup_logging()
     _, paths = _load(config_path)
-    record = live_record(paths.pid_file)
+    found = find_daemon(paths.pid_file)
+    record = found.record if found.proc is not None else None
+    stale = found.record is not None and record is None
     state = read_state(paths.state_file)
     running = record is not None
+    if found.problem is not None:
+        click.echo(f"warning: {found.problem}", err=True)
     if as_json:
         doc = {
             "running": running,
             "pid": record.pid if record else None,
+            "stale_pid_file": stale,
             "pid_file": str(paths.pid_file),
             "state_file": str(paths.state_file),
             "state": state.model_dump(mode="json") if state else None,
         }
         click.echo(json.dumps(doc, indent=2))
     else:
-        for line in render_status(running, record.pid if record else None, state):
+        emoji = bool(_mark("x"))
+        pid = record.pid if record else None
+        for line in render_status(running, pid, state, stale=stale, emoji=emoji):
             click.echo(line)
     raise SystemExit(EXIT_OK if running else EXIT_NOT_RUNNING)
 
 
-def render_status(running: bool, pid: int | None, state: DaemonState | None) -> list[str]:
+def render_status(
+    running: bool,
+    pid: int | None,
+    state: DaemonState | None,
+    *,
+    stale: bool = False,
+    emoji: bool = True,
+) -> list[str]:
     """Seed 000's status view, plus seed 001's resources and health checks."""
     now = datetime.now(UTC)
     lines = ["Reaper Daemon Status", _RULE]
     if running:
         lines.append(_row("Status", f"Running (PID {pid})"))
+    elif stale:
+        lines.append(_row("Status", "Not running (stale PID file)"))
     elif state is not None and state.stopped_at is not None:
         lines.append(_row("Status", f"Not running (stopped {_ago(now, state.stopped_at)})"))
     else:
@@ -213,7 +294,7 @@ def render_status(running: bool, pid: int | None, state: DaemonState | None) -> 
         return lines
     lines += _summary_rows(running, state, now)
     lines += _resource_rows(state)
-    lines += _health_lines(state, now)
+    lines += _health_lines(state, now, emoji)
     lines += ["", "Recent Actions:"]
     if not state.recent_actions:
         lines.append("  (none)")
@@ -265,7 +346,7 @@ def _resource_rows(state: DaemonState) -> list[str]:
     return rows
 
 
-def _health_lines(state: DaemonState, now: datetime) -> list[str]:
+def _health_lines(state: DaemonState, now: datetime, emoji: bool) -> list[str]:
     if not state.health:
         return []
     lines = ["", "Health Checks:"]
@@ -278,7 +359,8 @@ def _health_lines(state: DaemonState, now: datetime) -> list[str]:
             what = f"failed ({result.error})"
         else:
             what = f"failed (exit {result.exit_code})"
-        mark = "✅" if result.ok else "❌"
+        marks = ("✅", "❌") if emoji else ("ok", "FAIL")
+        mark = marks[0] if result.ok else marks[1]
         lines.append(
             f"  {mark} {name:<20} {what} {_ago(now, result.started_at)}"
             f" ({result.duration_seconds:.1f}s)"
@@ -330,6 +412,7 @@ def metrics(config_path: Path | None) -> None:
     from infra.metrics import MetricsSnapshot, exposition
     from overseer.daemon.state import read_state
 
+    _setup_logging()
     _, paths = _load(config_path)
     state = read_state(paths.state_file)
     snapshot = state.metrics() if state is not None else MetricsSnapshot()

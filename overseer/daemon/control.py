@@ -4,10 +4,12 @@
 The terminator is the path for processes that *rules* selected, with protections that would
 (rightly) refuse this one: it is our own process, in our own session. Stopping our own daemon
 is an operator's explicit request about a process the PID file says we started, so it is
-allowed here — but only after proving that the PID still belongs to that daemon: the start
-time recorded in the PID file must match the live process's, the process must be ours (same
-user) and its command line must be a reaper daemon's. A PID file left behind by a crash whose
-PID now names another program is never acted on.
+allowed here — but only after proving that the PID still belongs to that daemon: the PID file
+must be ours (owned by this user, not writable by group or others), a live daemon must hold
+its lock, the start time recorded in it must match the live process's, the process must be
+ours (same user) and its command line must have the exact shape of a foreground daemon's
+(:func:`is_daemon_cmdline`). A PID file left behind by a crash whose PID now names another
+program is never acted on.
 """
 
 from __future__ import annotations
@@ -24,13 +26,21 @@ from pathlib import Path
 import psutil
 import structlog
 
-from overseer.daemon.pidfile import PidRecord, is_alive, read_record
+from overseer.daemon.pidfile import (
+    PidRecord,
+    guarded,
+    is_alive,
+    lock_is_held,
+    pid_file_owner_problem,
+    read_record,
+)
 from reaper_engine.models.process import START_TIME_TOLERANCE
 
 log = structlog.get_logger(__name__)
 
 DAEMON_MODULE = "overseer.daemon"
-_DAEMON_MARKERS = (DAEMON_MODULE, "reaper")
+_DAEMON_MODULES = (DAEMON_MODULE, "overseer.cli")
+NOT_RUNNING = "Reaper daemon is not running"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +50,18 @@ class StopResult:
     message: str
 
 
-def daemon_command(config: Path | None, *, log_format: str = "json") -> list[str]:
-    """The argv of a foreground daemon, as ``reaper start`` spawns it."""
+def daemon_command(
+    config: Path | None, *, log_format: str = "json", extra: Sequence[str] = ()
+) -> list[str]:
+    """The argv of a foreground daemon, as ``reaper start`` spawns it (``extra``: more
+    options of the ``overseer.daemon`` group, such as ``--log-level``)."""
     argv = [
         sys.executable,
         "-m",
         DAEMON_MODULE,
         "--log-format",
         log_format,
+        *extra,
         "start",
         "--foreground",
     ]
@@ -82,6 +96,30 @@ def spawn_detached(
         os.close(fd)  # the child has its own copy
 
 
+def is_daemon_cmdline(argv: Sequence[str]) -> bool:
+    """True if ``argv`` has the shape of a foreground daemon's command line.
+
+    ``<python> -m overseer.daemon|overseer.cli … start … --foreground``, the ``reaper``
+    console script (``reaper …`` or ``<python> …/reaper …``) followed by ``start`` and then
+    ``--foreground``. A word "reaper" somewhere else (an editor open on reaper.toml) is not one.
+    """
+    argv = list(argv)
+    if not argv:
+        return False
+    rest: list[str] | None = None
+    first = os.path.basename(argv[0])
+    if first == "reaper":
+        rest = argv[1:]
+    elif first.startswith("python"):
+        if len(argv) >= 3 and argv[1] == "-m" and argv[2] in _DAEMON_MODULES:
+            rest = argv[3:]
+        elif len(argv) >= 2 and os.path.basename(argv[1]) == "reaper":
+            rest = argv[2:]
+    if rest is None or "start" not in rest:
+        return False
+    return "--foreground" in rest[rest.index("start") + 1 :]
+
+
 def _is_our_daemon(proc: psutil.Process, record: PidRecord) -> str | None:
     """None if ``proc`` is the daemon ``record`` describes, else why not."""
     try:
@@ -89,14 +127,48 @@ def _is_our_daemon(proc: psutil.Process, record: PidRecord) -> str | None:
             return "its PID now belongs to another process (start time differs)"
         if hasattr(os, "getuid") and proc.uids().real != os.getuid():
             return "it belongs to another user"
-        cmdline = " ".join(proc.cmdline())
+        argv = proc.cmdline()
     except psutil.NoSuchProcess:
         return "it is not running"
     except psutil.AccessDenied:
         return "it cannot be inspected (another user's process)"
-    if not any(marker in cmdline for marker in _DAEMON_MARKERS):
-        return f"its command line is not a reaper daemon's ({cmdline[:80]!r})"
+    if not is_daemon_cmdline(argv):
+        return f"its command line is not a reaper daemon's ({' '.join(argv)[:80]!r})"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What the PID file says, checked: ``proc`` set only for our verified, running daemon."""
+
+    record: PidRecord | None
+    proc: psutil.Process | None
+    problem: str | None  # the PID file cannot be trusted: refuse, say why
+    message: str  # for the operator when no daemon was found
+
+
+def find_daemon(pid_file: Path) -> Found:
+    """The running daemon ``pid_file`` names, verified as ours (see the module docstring)."""
+    problem = pid_file_owner_problem(pid_file)
+    if problem is not None:
+        return Found(None, None, problem, problem)
+    with guarded(pid_file):  # not between a starter creating the file and locking it
+        record = read_record(pid_file)
+        held = record is not None and lock_is_held(pid_file)
+    if record is None:
+        return Found(None, None, None, NOT_RUNNING)
+    stale = f"{NOT_RUNNING} (stale PID file {pid_file})"
+    if not held or not is_alive(record):
+        return Found(record, None, None, stale)
+    try:
+        proc = psutil.Process(record.pid)
+    except psutil.NoSuchProcess:
+        return Found(record, None, None, stale)
+    why_not = _is_our_daemon(proc, record)
+    if why_not is not None:
+        log.warning("daemon_not_ours", pid=record.pid, reason=why_not)
+        return Found(record, None, f"PID {record.pid}: {why_not}", stale)
+    return Found(record, proc, None, "")
 
 
 def signal_our_daemon(
@@ -107,37 +179,28 @@ def signal_our_daemon(
     Waits up to ``timeout`` for it to exit when ``sig`` stops it. The one signal Reaper
     sends outside the terminator: see the module docstring for why that is allowed.
     """
-    record = read_record(pid_file)
-    if record is None:
-        return StopResult(False, None, "Reaper daemon is not running")
-    if not is_alive(record):
-        return StopResult(
-            False, record.pid, f"Reaper daemon is not running (stale PID file {pid_file})"
-        )
-    try:
-        proc = psutil.Process(record.pid)
-    except psutil.NoSuchProcess:
-        return StopResult(False, record.pid, "Reaper daemon is not running")
-    why_not = _is_our_daemon(proc, record)
-    if why_not is not None:
-        log.warning("daemon_stop_refused", pid=record.pid, reason=why_not)
-        return StopResult(False, record.pid, f"Refusing to signal PID {record.pid}: {why_not}")
+    found = find_daemon(pid_file)
+    pid = found.record.pid if found.record else None
+    if found.problem is not None:
+        log.warning("daemon_stop_refused", pid=pid, reason=found.problem)
+        return StopResult(False, pid, f"Refusing to signal: {found.problem}")
+    if found.proc is None:
+        return StopResult(False, pid, found.message)
+    proc = found.proc
     try:
         # psutil re-checks that the PID still names the process it opened (its start time)
         # before signalling, which closes the window since our own check above.
         proc.send_signal(sig)
     except psutil.NoSuchProcess:
-        return StopResult(True, record.pid, "Reaper daemon stopped")
-    log.info("daemon_signalled", pid=record.pid, signal=signal.Signals(sig).name)
+        return StopResult(True, pid, "Reaper daemon stopped")
+    log.info("daemon_signalled", pid=pid, signal=signal.Signals(sig).name)
     if sig not in (signal.SIGTERM, signal.SIGINT):
-        return StopResult(True, record.pid, f"Sent {signal.Signals(sig).name} to the daemon")
+        return StopResult(True, pid, f"Sent {signal.Signals(sig).name} to the daemon")
     try:
         proc.wait(timeout)
     except psutil.TimeoutExpired:
-        return StopResult(
-            False, record.pid, f"Reaper daemon (PID {record.pid}) did not stop within {timeout:g}s"
-        )
-    return StopResult(True, record.pid, "Reaper daemon stopped")
+        return StopResult(False, pid, f"Reaper daemon (PID {pid}) did not stop within {timeout:g}s")
+    return StopResult(True, pid, "Reaper daemon stopped")
 
 
 def wait_for_start(

@@ -52,10 +52,16 @@ class _Running:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._stopped = False
 
     def add(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        """Register a started check; one started as (or after) the scheduler stopped is
+        killed at once -- decided under the lock ``kill_all`` takes, so none slips between."""
         with self._lock:
-            self._procs[name] = proc
+            if not self._stopped:
+                self._procs[name] = proc
+                return
+            _kill_group(proc)
 
     def remove(self, name: str) -> None:
         with self._lock:
@@ -63,6 +69,7 @@ class _Running:
 
     def kill_all(self) -> None:
         with self._lock:
+            self._stopped = True
             procs = list(self._procs.values())
         for proc in procs:
             _kill_group(proc)

@@ -10,6 +10,11 @@ A file that already exists is *stale* when its PID is gone, or now belongs to a 
 started at another time, or the file is unreadable garbage; it is then replaced. The check and
 the replacement happen under an ``flock`` on ``<pid file>.lock``, otherwise two starters could
 both judge the same stale file, and the second would delete the file the first just wrote.
+
+The daemon also holds an ``flock`` on the PID file itself for its whole life (released by the
+kernel when it exits, however it exits). ``reaper stop`` and ``reaper status`` only believe a
+PID file whose lock is held (:func:`lock_is_held`): a file a crash left behind, or one someone
+wrote by hand, names no daemon whatever PID it holds.
 """
 
 from __future__ import annotations
@@ -34,6 +39,72 @@ log = structlog.get_logger(__name__)
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o644
+
+
+class PidFileError(Exception):
+    """The PID file's path cannot be used (a directory, or under a file)."""
+
+
+def check_pid_path(path: Path) -> None:
+    """Raise PidFileError if ``path`` cannot be a PID file: it is not a regular file, or one
+    of its parents exists and is not a directory."""
+    if path.exists() and not path.is_file():
+        raise PidFileError(f"PID file {path} is not a regular file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PidFileError(f"PID file {path}: {parent} is not a directory")
+            break
+
+
+def pid_file_owner_problem(path: Path) -> str | None:
+    """None if ``path`` is owned by this user and not writable by group or others, else why.
+
+    Anyone who can write the PID file can make ``reaper stop`` aim at a process of their
+    choosing, so such a file is never trusted.
+    """
+    if not hasattr(os, "getuid"):
+        return None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if st.st_uid != os.getuid():
+        return f"PID file {path} is owned by another user (uid {st.st_uid}); not trusted"
+    if st.st_mode & 0o022:
+        return (
+            f"PID file {path} is writable by group or others (mode {st.st_mode & 0o777:o}); "
+            "not trusted"
+        )
+    return None
+
+
+def lock_is_held(path: Path) -> bool:
+    """True if some process holds the daemon's lock on the PID file ``path`` (a live daemon).
+
+    False when the file is missing, or nobody holds its lock (a stale or forged file).
+    Without flock (Windows), True: the other checks stand alone there.
+    """
+    if sys.platform == "win32":
+        return True
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def guarded(path: Path) -> contextlib.AbstractContextManager[None]:
+    """The lock under which the PID file is created and removed (to read it consistently)."""
+    return _locked(path)
 
 
 class DaemonAlreadyRunningError(Exception):
@@ -125,6 +196,7 @@ class PidFile:
         self.path = path
         self.pid = pid if pid is not None else os.getpid()
         self.record: PidRecord | None = None
+        self._fd: int | None = None  # the open PID file, flock-ed while we run
 
     def acquire(self) -> PidRecord:
         """Create the file for this process; DaemonAlreadyRunningError if a live daemon has it."""
@@ -149,9 +221,13 @@ class PidFile:
                         self.path.unlink()
                     continue
                 try:
+                    if sys.platform != "win32":
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     os.write(fd, mine.render().encode("ascii"))
-                finally:
+                except BaseException:
                     os.close(fd)
+                    raise
+                self._fd = fd  # kept open: the lock lives as long as this daemon
                 self.record = mine
                 return mine
         raise OSError(errno.EEXIST, "could not replace the stale PID file", str(self.path))
@@ -164,6 +240,9 @@ class PidFile:
             if read_record(self.path) == self.record:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
+            if self._fd is not None:
+                os.close(self._fd)  # releases the PID file's lock
+                self._fd = None
         self.record = None
 
     def __enter__(self) -> PidFile:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import psutil
 from pydantic import BaseModel, ConfigDict
 
@@ -13,6 +15,12 @@ class ResourceSnapshot(BaseModel):
     cpu_idle_percent: float | None = None
     memory_available_bytes: int | None = None
     memory_total_bytes: int | None = None
+
+
+def prime_resources() -> None:
+    """Start the CPU-times window, so that the first ``sample_resources`` has one to measure."""
+    with contextlib.suppress(OSError, AttributeError):
+        psutil.cpu_times_percent(interval=None)
 
 
 def sample_resources() -> ResourceSnapshot:

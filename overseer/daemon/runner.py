@@ -32,6 +32,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import structlog
 
-from agents.platform.priority import BoostResult, boost_own_cpu_share, restore_cpu_share
+from agents.platform.priority import BoostResult, BoostStep, CpuShareBooster, restore_cpu_share
 from agents.transports.local import LocalTransportFactory, this_os
 from infra.audit_log import JsonLinesAuditSink
 from infra.config_files import LoadedConfig, load_config
@@ -52,7 +53,7 @@ from overseer.bootstrap import Fleet, in_memory_fleet
 from overseer.daemon.health import HealthResult, HealthScheduler
 from overseer.daemon.paths import DaemonPaths
 from overseer.daemon.pidfile import PidFile
-from overseer.daemon.resources import sample_resources
+from overseer.daemon.resources import prime_resources, sample_resources
 from overseer.daemon.state import DaemonState, RecentAction, read_state, write_state
 from reaper_engine.audit import AuditRecord
 from reaper_engine.config import ReaperConfig
@@ -153,6 +154,7 @@ class Daemon:
         self._metrics: MetricsServer | None = None
         self._missions_on_fleet = 0
         self._worker: threading.Thread | None = None
+        self._worker_died = False
         self._rsock: socket.socket | None = None
         self._wsock: socket.socket | None = None
 
@@ -169,7 +171,7 @@ class Daemon:
             restore = self._install_signals()
             if self._boost:
                 # Before any thread exists: on Linux threads inherit the nice value.
-                boosted = boost_own_cpu_share()
+                boosted = boost_cpu_share()
             self._start()
             self._serve_signals()
         finally:
@@ -184,9 +186,11 @@ class Daemon:
                     restore_cpu_share(boosted)
                 pidfile.release()
                 log.info("daemon_stopped", pid=os.getpid())
-        return 0
+        # Non-zero when the watch loop died, so that a service manager restarts the daemon.
+        return 1 if self._worker_died else 0
 
     def _start(self) -> None:
+        prime_resources()  # else the first status shows 0.0% CPU idle, a measured nothing
         config = self.loaded.config
         previous = read_state(self.paths.state_file)
         now = datetime.now(UTC)
@@ -250,7 +254,11 @@ class Daemon:
             if not data:
                 return
             for signum in data:
-                if signum in _STOP_SIGNALS or signum == 0:  # 0: the worker ended
+                if signum == 0:  # the worker ended without being asked to: a failure
+                    log.error("daemon_worker_died")
+                    self._worker_died = True
+                    return
+                if signum in _STOP_SIGNALS:
                     log.info("daemon_stopping", signal=_signal_name(signum))
                     return
                 if signum == getattr(signal, "SIGHUP", None):
@@ -289,7 +297,7 @@ class Daemon:
         """Load and validate the configuration again; keep the old one if it is invalid."""
         try:
             loaded = load_config(explicit=self.explicit, cwd=self.cwd, env=self.env)
-        except ConfigError as exc:
+        except (ConfigError, OSError) as exc:  # invalid, or unreadable: keep what runs
             log.error(
                 "config_reload_failed", error=str(exc), kept=[str(p) for p in self.loaded.sources]
             )
@@ -363,6 +371,8 @@ class Daemon:
                     log.info("daemon_scans_disabled")
                 self._wake.wait(config.daemon.scan_interval_seconds)
                 self._wake.clear()
+        except Exception:
+            log.exception("watch_loop_crashed")
         finally:
             # Tell the main thread, which may be waiting for signals, that the worker ended.
             if not self._stop.is_set() and self._wsock is not None:
@@ -526,6 +536,51 @@ class Daemon:
                 write_state(self.paths.state_file, self.state)
             except OSError as exc:
                 log.error("state_write_failed", path=str(self.paths.state_file), error=str(exc))
+
+
+def controlling_terminal() -> str | None:
+    """The terminal this process's session is attached to, or None (detached, a service)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | getattr(os, "O_NOCTTY", 0))
+    except OSError:
+        pass
+    else:
+        os.close(fd)
+        return "/dev/tty"
+    for std in (0, 1, 2):
+        try:
+            return os.ttyname(std)
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+def boost_cpu_share(
+    *,
+    nice: int = -10,
+    terminal: Callable[[], str | None] = controlling_terminal,
+    booster: CpuShareBooster | None = None,
+) -> BoostResult:
+    """Raise the daemon's CPU share; the session-wide part only when no terminal is attached.
+
+    On Linux the autogroup nice applies to the daemon's whole *session*. A detached daemon
+    or a service has a session of its own; a foreground daemon started from a terminal
+    shares the user's shell session, and boosting it would boost everything run from that
+    terminal. Then only the per-thread nice is applied.
+    """
+    booster = booster or CpuShareBooster()
+    tty = terminal() if sys.platform.startswith("linux") else None
+    if tty is None:
+        return booster.boost(nice)
+    reason = f"session has a controlling terminal ({tty}): its autogroup is the user's"
+    log.info("cpu_boost_session_skipped", terminal=tty, reason=reason)
+    skipped = BoostStep("autogroup", str(booster.autogroup_path), "not_effective", reason=reason)
+    task = booster._task_nice(nice)  # the per-thread nice only: it stays in this process
+    result = BoostResult(requested=nice, steps=(skipped, task))
+    log.info(
+        "cpu_boost", steps=[{"mechanism": s.mechanism, "outcome": s.outcome} for s in result.steps]
+    )
+    return result
 
 
 def _record_only(signum: int, frame: object) -> None:

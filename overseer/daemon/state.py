@@ -152,6 +152,9 @@ def read_state(path: Path) -> DaemonState | None:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError as exc:
+        log.warning("state_invalid", path=str(path), error=f"not UTF-8: {exc.reason}")
+        return None
     except OSError as exc:
         log.warning("state_unreadable", path=str(path), error=str(exc))
         return None

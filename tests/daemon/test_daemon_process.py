@@ -9,6 +9,8 @@ teardown reaps the daemon and the bash group whatever happens.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -21,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from overseer.daemon.control import is_daemon_cmdline
 from overseer.daemon.pidfile import PidRecord
 from tests.daemon.conftest import Children, alive, wait_until
 from tests.integration.conftest import descendants_by_cmdline
@@ -167,12 +171,13 @@ def test_daemon_end_to_end(
     env.write_config(dry_run=True)
 
     log_file = (tmp_path / "daemon.log").open("wb")
+    out_file = (tmp_path / "daemon.out").open("wb")
     daemon = subprocess.Popen(
-        [*REAPER, "start", "--foreground", "--config", str(env.config)],
+        [*REAPER, "--log-format", "json", "start", "--foreground", "--config", str(env.config)],
         env=env.vars,
         cwd=tmp_path,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
+        stdout=out_file,
+        stderr=log_file,
         start_new_session=True,  # its own session: its CPU boost cannot touch pytest's
     )
     daemon_proc.append(daemon)
@@ -260,6 +265,11 @@ def test_daemon_end_to_end(
     # 6. SIGTERM: a clean exit, PID file removed, state says stopped.
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(20) == 0, daemon_log()
+    # The log went to stderr, in the format asked for, at info level; stdout got nothing.
+    assert (tmp_path / "daemon.out").read_bytes() == b""
+    events = [json.loads(line)["event"] for line in daemon_log().splitlines() if line]
+    assert "daemon_started" in events
+    assert "daemon_stopped" in events
     assert not env.pid_file.exists()
     st = env.state()
     assert st is not None
@@ -276,10 +286,10 @@ def test_start_detached_then_stop(tmp_path: Path, children: Children) -> None:
     bash = children.spawn("exec sleep 300")  # an empty scope: nothing to kill
     env = Env(tmp_path, bash.pid, _free_port())
     env.write_config(dry_run=True)
-    started = env.run("start")
+    started = env.run("-q", "start")
     try:
         assert started.returncode == 0, started.stderr
-        assert "✅ Reaper daemon started (PID" in started.stdout
+        assert started.stdout.startswith("Reaper daemon started (PID")  # no emoji: piped
         assert "Scan interval: 0.5 seconds" in started.stdout
         pid = int(env.pid_file.read_text().split()[0])
         assert f"PID {pid})" in started.stdout
@@ -290,20 +300,114 @@ def test_start_detached_then_stop(tmp_path: Path, children: Children) -> None:
     finally:
         stopped = env.run("stop")
     assert stopped.returncode == 0, stopped.stderr
-    assert "✅ Reaper daemon stopped" in stopped.stdout
+    assert stopped.stdout == "Reaper daemon stopped\n"  # no log line, no emoji: piped
     assert not env.pid_file.exists()
     assert env.run("stop").stdout.startswith("Reaper daemon is not running")
+    # -q reached the detached daemon: its log file holds no info lines.
+    daemon_log = (env.tmp / "state" / "reaper" / "daemon.log").read_text()
+    assert "daemon_started" not in daemon_log
 
 
-def test_stop_refuses_a_pid_file_naming_another_process(tmp_path: Path, children: Children) -> None:
-    # A PID file whose PID (and start time) belong to a live process that is not a daemon:
-    # `stop` must not signal it.
-    other = children.spawn("exec sleep 300")
-    env = Env(tmp_path, other.pid, _free_port())
+LOOKALIKE = "less /home/u/.config/reaper/reaper.toml"
+
+
+def _forge_pid_file(env: Env, pid: int, mode: int = 0o600) -> None:
+    env.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    env.pid_file.write_text(PidRecord.of_process(pid).render())
+    env.pid_file.chmod(mode)
+
+
+@contextlib.contextmanager
+def _hold_lock(path: Path) -> Iterator[None]:
+    """What a live daemon does: hold an flock on its PID file."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_stop_never_signals_a_lookalike_even_with_the_lock_held(
+    tmp_path: Path, children: Children
+) -> None:
+    # "reaper" appears in its command line, its PID and start time are in the PID file and
+    # the PID file's lock is held: only the command line's shape tells it is no daemon.
+    other = children.spawn(f'exec -a "{LOOKALIKE}" sleep 300')
+    wait_until(lambda: LOOKALIKE in " ".join(psutil.Process(other.pid).cmdline()), what="exec")
+    env = Env(tmp_path, other.pid, 1)  # no daemon: the port is never bound
     env.write_config(dry_run=True)
-    env.pid_file.parent.mkdir(parents=True)
-    env.pid_file.write_text(PidRecord.of_process(other.pid).render())
-    result = env.run("stop")
-    assert result.returncode == 1
+    _forge_pid_file(env, other.pid)
+    with _hold_lock(env.pid_file):
+        result = env.run("stop", "--timeout", "2")
+        status = env.run("status")
+    assert result.returncode == 1, result.stdout
     assert "Refusing to signal" in result.stderr
+    assert "not a reaper daemon" in result.stderr
     assert alive(other.pid)
+    assert status.returncode == 3
+    assert "Not running (stale PID file)" in status.stdout
+
+
+def test_stop_and_status_ignore_a_pid_file_nobody_locks(tmp_path: Path, children: Children) -> None:
+    # The repro: a PID file naming a live non-daemon; no daemon holds its lock.
+    other = children.spawn(f'exec -a "{LOOKALIKE}" sleep 300')
+    wait_until(lambda: LOOKALIKE in " ".join(psutil.Process(other.pid).cmdline()), what="exec")
+    env = Env(tmp_path, other.pid, 1)  # no daemon: the port is never bound
+    env.write_config(dry_run=True)
+    _forge_pid_file(env, other.pid)
+    result = env.run("stop", "--timeout", "2")
+    assert result.returncode == 0
+    assert "not running (stale PID file" in result.stdout
+    assert alive(other.pid)
+    status = env.run("status")
+    assert status.returncode == 3
+    assert "Not running (stale PID file)" in status.stdout
+    assert json.loads(env.run("status", "--json").stdout)["running"] is False
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602])
+def test_stop_refuses_a_pid_file_others_can_write(
+    tmp_path: Path, children: Children, mode: int
+) -> None:
+    other = children.spawn("exec sleep 300")
+    env = Env(tmp_path, other.pid, 1)  # no daemon: the port is never bound
+    env.write_config(dry_run=True)
+    _forge_pid_file(env, other.pid, mode)
+    with _hold_lock(env.pid_file):
+        result = env.run("stop", "--timeout", "2")
+    assert result.returncode == 1
+    assert "writable by group or others" in result.stderr
+    assert alive(other.pid)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            [
+                "/usr/bin/python3",
+                "-m",
+                "overseer.daemon",
+                "--log-format",
+                "json",
+                "start",
+                "--foreground",
+            ],
+            True,
+        ),
+        (["python3.11", "-m", "overseer.cli", "start", "--foreground", "--config", "x"], True),
+        (["/home/u/.local/bin/reaper", "-q", "start", "--foreground"], True),
+        (["/venv/bin/python", "/venv/bin/reaper", "start", "--foreground"], True),
+        ([LOOKALIKE, "300"], False),
+        (["less", "/home/u/.config/reaper/reaper.toml"], False),
+        (["vim", "reaper", "start", "--foreground"], False),
+        (["/usr/bin/reaper", "start"], False),
+        (["/usr/bin/reaper", "--foreground", "start"], False),
+        (["python3", "-m", "overseer.daemon", "status"], False),
+        (["python3", "-m", "reaper_x", "start", "--foreground"], False),
+        ([], False),
+    ],
+)
+def test_daemon_command_line_shape(argv: list[str], expected: bool) -> None:
+    assert is_daemon_cmdline(argv) is expected

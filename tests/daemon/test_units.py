@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from infra.metrics import METRIC_NAMES, MetricsSnapshot, bucket_index, exposition
+from agents.platform.priority import CpuShareBooster
+from infra.metrics import METRIC_NAMES, MetricsServer, MetricsSnapshot, bucket_index, exposition
 from overseer.cli.daemon_cmd import render_status
-from overseer.daemon.health import HealthResult, HealthScheduler, run_check
+from overseer.daemon.health import HealthResult, HealthScheduler, _Running, run_check
 from overseer.daemon.paths import DaemonPaths
 from overseer.daemon.pidfile import (
     DaemonAlreadyRunningError,
@@ -22,6 +26,7 @@ from overseer.daemon.pidfile import (
     live_record,
     read_record,
 )
+from overseer.daemon.runner import boost_cpu_share
 from overseer.daemon.state import DaemonState, RecentAction, read_state, write_state
 from reaper_engine.config import DaemonSettings, HealthCheck
 
@@ -266,3 +271,84 @@ def test_bucket_index() -> None:
     assert bucket_index(0.01) == 0
     assert bucket_index(0.05) == 0
     assert bucket_index(1000) == 10
+
+
+def test_idle_connection_neither_stalls_scrapes_nor_blocks_stop() -> None:
+    server = MetricsServer(lambda: MetricsSnapshot(killed_total=7), port=0).start()
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    stopper: threading.Thread | None = None
+    try:
+        idle.sendall(b"GET /metr")  # a partial request, then silence
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=3) as response:
+            assert "reaper_processes_killed_total 7.0" in response.read().decode()
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        stopper.join(3)
+        assert not stopper.is_alive(), "stop() waited on an idle client"
+    finally:
+        idle.close()  # unblocks a single-threaded server, so a failure still cleans up
+        if stopper is not None:
+            stopper.join(10)
+        else:
+            server.stop()
+
+
+# -- CPU boost -----------------------------------------------------------------------------
+
+
+def _fake_booster(tmp_path: Path, writes: list[bytes], niced: list[int]) -> CpuShareBooster:
+    proc = tmp_path / "proc"
+    (proc / "self" / "task" / "4242").mkdir(parents=True)
+    (proc / "self" / "autogroup").write_text("/autogroup-7 nice 0\n")
+    return CpuShareBooster(
+        proc_root=proc,
+        platform="linux",
+        get_nice=lambda _tid: 0,
+        set_nice=lambda tid, nice: niced.append(nice),
+        write_file=lambda _path, data: writes.append(data),
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="autogroups are Linux's")
+def test_boost_skips_the_session_autogroup_when_a_terminal_is_attached(tmp_path: Path) -> None:
+    writes: list[bytes] = []
+    niced: list[int] = []
+    result = boost_cpu_share(
+        terminal=lambda: "/dev/pts/3", booster=_fake_booster(tmp_path, writes, niced)
+    )
+    assert writes == []  # the user's session keeps its share
+    assert niced == [-10]  # the daemon's own threads are boosted
+    step = result.step("autogroup")
+    assert step is not None
+    assert step.outcome != "applied"
+    assert "controlling terminal" in (step.reason or "")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="autogroups are Linux's")
+def test_boost_uses_the_autogroup_of_a_detached_session(tmp_path: Path) -> None:
+    writes: list[bytes] = []
+    niced: list[int] = []
+    boost_cpu_share(terminal=lambda: None, booster=_fake_booster(tmp_path, writes, niced))
+    assert writes == [b"-10"]
+    assert niced == [-10]
+
+
+def test_check_registered_after_stop_is_killed_at_once() -> None:
+    # The race: a check starts just as stop() runs its kill pass, and registers after it.
+    running = _Running()
+    running.kill_all()  # stop() has been through
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        running.add("late", proc)
+        assert proc.wait(10) == -signal.SIGKILL
+    finally:
+        if proc.returncode is None:  # unreaped: the group it leads is still ours
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_state_file_not_utf8_is_no_state(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(b"\xff\xfe{\x00")
+    assert read_state(path) is None
