@@ -221,8 +221,11 @@ def test_daemon_end_to_end(
         lambda: str(env.config) in ((env.state() or {}).get("last_reload_error") or ""),
         what="the reload error",
     )
+    # The running config scans every 0.5 s and the defaults every 60 s: two more scans
+    # within the deadline prove the old configuration is still the one in force.
     wait_until(
         lambda: (env.state() or {}).get("scans_total", 0) > scans_before + 1,
+        timeout=10,
         what="scans to go on after the failed reload",
     )
     assert daemon.poll() is None
