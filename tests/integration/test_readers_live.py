@@ -12,6 +12,7 @@ import pytest
 
 from agents.platform import ProcfsReader, PsutilReader, default_reader
 from reaper_engine.models import ProcessInfo, ProcessState
+from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads the Linux /proc"
@@ -46,15 +47,15 @@ def children() -> Iterator[list[subprocess.Popen[bytes]]]:
         spawned.append(_spawn(["bash", "-c", "exec -a 'my sleeper' sleep 32"]))
         zombie = _spawn(["true"])
         spawned.append(zombie)
-        deadline = time.monotonic() + 10
-        while _state_letter(zombie.pid) != "Z":  # not waited: stays a zombie until teardown
-            assert time.monotonic() < deadline, "child never became a zombie"
-            time.sleep(0.01)
-        # wait until bash has exec'd sleep, so both readers see the same argv
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{spawned[2].pid}/cmdline").read_bytes() != b"my sleeper\x0032\x00":
-            assert time.monotonic() < deadline, "bash never exec'd sleep"
-            time.sleep(0.01)
+        # Not waited for: it stays a zombie until teardown.
+        wait_until(lambda: _state_letter(zombie.pid) == "Z", timeout=10, what="a zombie")
+        # Both readers must see the argv after bash has exec'd sleep.
+        cmdline = Path(f"/proc/{spawned[2].pid}/cmdline")
+        wait_until(
+            lambda: cmdline.read_bytes() == b"my sleeper\x0032\x00",
+            timeout=10,
+            what="bash to exec sleep",
+        )
         yield spawned
     finally:
         for child in spawned:  # only our own children, by their Popen handle
