@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from agents.cpu_probe import CpuProbe
 from reaper_engine.models import ProcessInfo
 
 _Key = tuple[int, float]
@@ -49,6 +50,18 @@ class CpuSampler:
         self.max_checkpoints = max_checkpoints
         self._history: dict[_Key, _History] = {}
         self._lock = threading.Lock()
+        self.seeded_at: float | None = None  # a probe's time, until the next look uses it
+
+    def seed(self, probe: CpuProbe) -> None:
+        """Start history from a probe taken earlier (see agents.cpu_probe)."""
+        with self._lock:
+            for pid, (create_time, cpu_time) in probe.samples.items():
+                key = (pid, round(create_time, 2))
+                if key not in self._history:
+                    self._history[key] = _History(
+                        [(cpu_time, probe.taken_at)], [(probe.taken_at, cpu_time)]
+                    )
+            self.seeded_at = probe.taken_at
 
     def knows(self, processes: Iterable[ProcessInfo]) -> float:
         """The share of ``processes`` that have history (0.0 .. 1.0)."""
@@ -81,6 +94,7 @@ class CpuSampler:
                 update["cpu_samples"] = (*checkpoints[:-1], (taken_at, proc.cpu_time))
                 out.append(proc.model_copy(update=update))
             self._history = histories
+            self.seeded_at = None
         return out
 
     def _checkpoint(
@@ -121,7 +135,15 @@ def sampled(
     """
     processes, taken_at = read()
     procs = list(processes)
-    if sampler.knows(procs) < min_known and sample_seconds > 0:
+    seeded = sampler.seeded_at
+    if seeded is not None and sample_seconds > 0:
+        # The probe is the first look: wait only for what the window still lacks.
+        short = sample_seconds - (taken_at - seeded)
+        if short > 0:
+            wait(short)
+            processes, taken_at = read()
+            procs = list(processes)
+    elif sampler.knows(procs) < min_known and sample_seconds > 0:
         sampler.annotate(procs, taken_at)
         wait(sample_seconds)
         processes, taken_at = read()

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 from agents.base import BaseAgent
+from agents.cpu_probe import CpuProbe
 from agents.os_agents import AGENTS
 from agents.platform.priority import boosted_cpu_share
 from agents.terminator import Terminator
@@ -131,11 +132,14 @@ class LocalReaper:
         audit: AuditSink | None = None,
         clock: Clock | None = None,
         boost: bool = True,
+        cpu_probe: CpuProbe | None = None,
     ) -> None:
         self.loaded = loaded
         self.config: ReaperConfig = loaded.config
         self._env = env
-        self._transports = transports or LocalTransportFactory.from_settings(self.config.scanner)
+        self._transports = transports or LocalTransportFactory.from_settings(
+            self.config.scanner, cpu_probe=cpu_probe
+        )
         self._audit = audit
         self._boost = boost
         os_ = this_os()

@@ -18,6 +18,7 @@ from typing import Protocol, Self
 
 import psutil
 
+from agents.cpu_probe import CpuProbe
 from agents.cpu_sampler import CpuSampler, sampled
 from agents.platform import PsutilReader, default_reader
 from agents.platform.pidfd import PidfdSignaller, pidfd_supported
@@ -160,22 +161,32 @@ class LocalTransportFactory:
         signaller: Signaller | None = None,
         sample_seconds: float = 0.25,
         capture_baseline: bool = False,
+        cpu_probe: CpuProbe | None = None,
     ) -> None:
         self.reader: Reader = reader if reader is not None else default_reader()
         self.signaller = signaller or default_signaller(self.reader)
         self.sampler = CpuSampler()
+        if cpu_probe is not None:
+            self.sampler.seed(cpu_probe)
         self.sample_seconds = sample_seconds
         # Scope "baseline": everything started before this moment is pre-existing.
         self.baseline_at: float | None = time.time() if capture_baseline else None
 
     @classmethod
-    def from_settings(cls, scanner: ScannerSettings, *, capture_baseline: bool = False) -> Self:
+    def from_settings(
+        cls,
+        scanner: ScannerSettings,
+        *,
+        capture_baseline: bool = False,
+        cpu_probe: CpuProbe | None = None,
+    ) -> Self:
         """A factory as the ``[scanner]`` section configures it."""
         reader: Reader = default_reader() if scanner.use_procfs else PsutilReader()
         return cls(
             reader=reader,
             sample_seconds=scanner.cpu_sample_seconds,
             capture_baseline=capture_baseline,
+            cpu_probe=cpu_probe,
         )
 
     def open(self, spec: HostSpec) -> Transport:

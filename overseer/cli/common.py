@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 if TYPE_CHECKING:
+    from agents.cpu_probe import CpuProbe
     from infra.config_files import LoadedConfig
     from overseer.local_reaper import LocalReaper
 
@@ -77,11 +78,11 @@ def load(config_path: Path | None) -> LoadedConfig:
         raise CliError(str(err), EXIT_USAGE) from None
 
 
-def open_reaper(config_path: Path | None) -> LocalReaper:
+def open_reaper(config_path: Path | None, cpu_probe: CpuProbe | None = None) -> LocalReaper:
     loaded = load(config_path)
     from overseer.local_reaper import LocalReaper
 
-    return LocalReaper(loaded, env=environment())
+    return LocalReaper(loaded, env=environment(), cpu_probe=cpu_probe)
 
 
 def fail(message: str, exit_code: int) -> NoReturn:
