@@ -181,11 +181,23 @@ class CpuShareBooster:
 
     # -- public ------------------------------------------------------------------------------
 
-    def boost(self, nice: int = -10, *, task_nice: bool = True) -> BoostResult:
-        """Raise this process's CPU share to ``nice``; never lowers it, never raises an error."""
+    def boost(
+        self, nice: int = -10, *, task_nice: bool = True, skip_autogroup: str | None = None
+    ) -> BoostResult:
+        """Raise this process's CPU share to ``nice``; never lowers it, never raises an error.
+
+        ``skip_autogroup`` leaves the session-wide autogroup alone and records why (a session
+        that is someone's terminal, say).
+        """
         _check_range(nice)
         if self._platform.startswith("linux"):
-            steps = [self._autogroup(nice)]
+            steps = [
+                self._autogroup(nice)
+                if skip_autogroup is None
+                else BoostStep(
+                    "autogroup", str(self.autogroup_path), "not_effective", reason=skip_autogroup
+                )
+            ]
             if task_nice:
                 steps.append(self._task_nice(nice))
         else:
@@ -373,14 +385,15 @@ class CpuShareBooster:
         return BoostStep("nice", "os.nice", "applied", previous=current, new=new)
 
 
-def boost_own_cpu_share(*, nice: int = -10) -> BoostResult:
+def boost_own_cpu_share(*, nice: int = -10, skip_autogroup: str | None = None) -> BoostResult:
     """Give this process (and, on Linux, its session's autogroup) nice ``nice``, where permitted.
 
     Never lowers a share that is already higher and never raises for a missing mechanism or a
     missing privilege: the result says what was tried, what took effect and why not.
-    ``nice`` outside -20..19 is a programming error (ValueError).
+    ``nice`` outside -20..19 is a programming error (ValueError). ``skip_autogroup``: see
+    `CpuShareBooster.boost`.
     """
-    return CpuShareBooster().boost(nice)
+    return CpuShareBooster().boost(nice, skip_autogroup=skip_autogroup)
 
 
 def restore_cpu_share(result: BoostResult) -> BoostResult:

@@ -23,31 +23,13 @@ from agents.cpu_sampler import CpuSampler, sampled
 from agents.platform import PsutilReader, default_reader
 from agents.platform.pidfd import PidfdSignaller, pidfd_supported
 from agents.platform.psutil_signals import PsutilSignaller
+from agents.platform.snapshot import ProcessReader
 from agents.transports.base import ProcessListing, SignalDelivery, Transport
 from reaper_engine.config import ScannerSettings
 from reaper_engine.errors import TaskRefusedError
 from reaper_engine.models import OS, DiscoverData, HostSpec, ProcessInfo
 from reaper_engine.safety import Vantage
 from reaper_engine.signals import Signal
-
-
-class Reader(Protocol):
-    """What the local transport needs of a process reader (see agents.platform)."""
-
-    def read(self) -> _Snapshot: ...
-
-    def get(self, pid: int) -> ProcessInfo | None: ...
-
-
-class _Snapshot(Protocol):
-    @property
-    def processes(self) -> tuple[ProcessInfo, ...]: ...
-
-    @property
-    def skipped(self) -> dict[str, int]: ...
-
-    @property
-    def taken_at(self) -> float: ...
 
 
 class Signaller(Protocol):
@@ -68,7 +50,7 @@ def this_os() -> OS:
     raise TaskRefusedError(f"unsupported platform {sys.platform}", error_code="OS_MISMATCH")
 
 
-def default_signaller(reader: Reader) -> Signaller:
+def default_signaller(reader: ProcessReader) -> Signaller:
     if sys.platform.startswith("linux"):
         if pidfd_supported():
 
@@ -85,7 +67,7 @@ class LocalTransport(Transport):
         self,
         spec: HostSpec,
         *,
-        reader: Reader,
+        reader: ProcessReader,
         sampler: CpuSampler,
         signaller: Signaller,
         sample_seconds: float,
@@ -157,13 +139,13 @@ class LocalTransportFactory:
     def __init__(
         self,
         *,
-        reader: Reader | None = None,
+        reader: ProcessReader | None = None,
         signaller: Signaller | None = None,
         sample_seconds: float = 0.25,
         capture_baseline: bool = False,
         cpu_probe: CpuProbe | None = None,
     ) -> None:
-        self.reader: Reader = reader if reader is not None else default_reader()
+        self.reader: ProcessReader = reader if reader is not None else default_reader()
         self.signaller = signaller or default_signaller(self.reader)
         self.sampler = CpuSampler()
         if cpu_probe is not None:
@@ -181,7 +163,7 @@ class LocalTransportFactory:
         cpu_probe: CpuProbe | None = None,
     ) -> Self:
         """A factory as the ``[scanner]`` section configures it."""
-        reader: Reader = default_reader() if scanner.use_procfs else PsutilReader()
+        reader: ProcessReader = default_reader() if scanner.use_procfs else PsutilReader()
         return cls(
             reader=reader,
             sample_seconds=scanner.cpu_sample_seconds,

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import structlog
 
-from agents.platform.priority import BoostResult, BoostStep, CpuShareBooster, restore_cpu_share
+from agents.platform.priority import BoostResult, CpuShareBooster, restore_cpu_share
 from agents.transports.local import LocalTransportFactory, this_os
 from infra.audit_log import JsonLinesAuditSink
 from infra.config_files import LoadedConfig, load_config
@@ -574,13 +574,7 @@ def boost_cpu_share(
         return booster.boost(nice)
     reason = f"session has a controlling terminal ({tty}): its autogroup is the user's"
     log.info("cpu_boost_session_skipped", terminal=tty, reason=reason)
-    skipped = BoostStep("autogroup", str(booster.autogroup_path), "not_effective", reason=reason)
-    task = booster._task_nice(nice)  # the per-thread nice only: it stays in this process
-    result = BoostResult(requested=nice, steps=(skipped, task))
-    log.info(
-        "cpu_boost", steps=[{"mechanism": s.mechanism, "outcome": s.outcome} for s in result.steps]
-    )
-    return result
+    return booster.boost(nice, skip_autogroup=reason)
 
 
 def _record_only(signum: int, frame: object) -> None:
