@@ -230,7 +230,19 @@ class CpuShareBooster:
     def _autogroup(self, nice: int) -> BoostStep:
         target = str(self.autogroup_path)
         try:
-            _, current = parse_autogroup(self.autogroup_path.read_text(encoding="ascii"))
+            text = self.autogroup_path.read_text(encoding="ascii")
+            if not text.strip():
+                # The kernel prints nothing for the default autogroup (the root task group):
+                # this session was created before autogroups were on, or by init itself.
+                # Its weight cannot be changed (EINVAL).
+                return BoostStep(
+                    "autogroup",
+                    target,
+                    "not_effective",
+                    reason="this session has no autogroup of its own (the kernel's default "
+                    "group); run the reaper in its own session (setsid) to get one",
+                )
+            _, current = parse_autogroup(text)
         except FileNotFoundError:
             return BoostStep(
                 "autogroup",

@@ -98,9 +98,16 @@ def this_host() -> HostSpec:
 def test_reap_mission_on_this_machine_kills_only_the_rogue_children(children):
     root = children.spawn(ROOT_SCRIPT)
     sibling = children.spawn(f"exec -a {SIBLING} bash -c 'while :; do :; done'")
+    # Wait for the command lines, not a count: a forked child shows its parent's command
+    # line until it execs.
+    expected = {"cargo-nextest 300", "tail -f /dev/null", "vim -f /dev/null", "sleep 300"}
     kids = wait_until(
-        lambda: (k := descendants_by_cmdline(root.pid)) and len(k) >= 5 and k,
-        what="the root's five children",
+        lambda: (
+            (k := descendants_by_cmdline(root.pid)).keys() >= expected
+            and any(cmd.startswith(BUSY) for cmd in k)
+            and k
+        ),
+        what="the root's five children to exec",
     )
     busy = next(pid for cmd, pid in kids.items() if cmd.startswith(BUSY))
     rogue = {busy, kids["cargo-nextest 300"], kids["tail -f /dev/null"]}
