@@ -18,13 +18,13 @@ from agents.transports.local import LocalTransportFactory, this_os
 from infra.logging import configure_logging
 from overseer.bootstrap import in_memory_fleet
 from overseer.inventory import load_inventory
+from overseer.mission_view import render_table
 from reaper_engine.engine import EngineNotice
 from reaper_engine.errors import ConfigError
 from reaper_engine.models import (
     HostSpec,
     MissionKind,
     MissionOptions,
-    MissionState,
     TransportKind,
 )
 
@@ -117,53 +117,6 @@ class Progress:
             f"{elapsed:6.2f}s  {host:<13} {marks.get(notice.kind, notice.kind):<7} {notice.detail}",
             flush=True,
         )
-
-
-def render_table(state: MissionState) -> str:
-    header = (
-        "HOST",
-        "OS",
-        "STATUS",
-        "OUTCOME",
-        "FAILURES",
-        "LOCKED",
-        "FINDINGS",
-        "SPARED",
-        "KILLS",
-    )
-    rows = [header]
-    for host in state.hosts.values():
-        spared = sum(1 for f in host.findings if not f.killable)
-        rows.append(
-            (
-                host.host_id,
-                host.os.value,
-                host.last_status.value,
-                host.outcome.value if host.outcome else "-",
-                f"{host.failure_count}/{host.max_failures}",
-                "yes" if host.locked else "no",
-                str(len(host.findings)),
-                str(spared),
-                str(host.successful_kills),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    details = [
-        f"  {h.host_id}: {h.outcome_detail}" for h in state.hosts.values() if h.outcome_detail
-    ]
-    spared = [
-        f"  {h.host_id} pid {f.identity.pid} ({f.name}): {f.rule} matched, "
-        f"{f.protected_by or 'report-only rule'}"
-        for h in state.hosts.values()
-        for f in h.findings
-        if not f.killable
-    ]
-    return "\n".join([*lines, "", *details, *(["", "Spared:", *spared] if spared else [])])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-import structlog
 from pydantic import BaseModel, ValidationError
 
 from agents.terminator import Terminator
@@ -20,6 +19,7 @@ from reaper_engine.audit import AuditSink
 from reaper_engine.clock import Clock, SystemClock
 from reaper_engine.detector import Detector
 from reaper_engine.errors import AgentError, TaskRefusedError, UnknownActionError
+from reaper_engine.log import bound_contextvars, get_logger
 from reaper_engine.models import (
     Action,
     AgentType,
@@ -40,7 +40,7 @@ from reaper_engine.ports import EventBus, TaskQueue
 from reaper_engine.rules import DEFAULT_RULES, Rule
 from reaper_engine.safety import SafetyPolicy, SafetySettings, policy_for
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Handler = Callable[[Task, Transport], ResultEvent]
 
@@ -98,15 +98,24 @@ class BaseAgent:
                 task = self.queue.consume(self.agent_type, timeout=wait)
                 if task is None:
                     continue
-                result = self.handle(task)
-                self._publish(result, stop)
-                self.handled += 1
+                self.run_one(task, stop)
                 backoff = _BACKOFF_FIRST
             except Exception:
                 log.exception("agent_loop_error", agent_type=self.agent_type.value)
                 stop.wait(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
         log.info("agent_stopped", agent_type=self.agent_type.value, handled=self.handled)
+
+    def run_one(self, task: Task, stop: threading.Event | None = None) -> ResultEvent:
+        """Handle one task and publish its result (what a queue worker calls per job)."""
+        result = self.handle(task)
+        self.publish(result, stop)
+        self.handled += 1
+        return result
+
+    def publish(self, result: ResultEvent, stop: threading.Event | None = None) -> None:
+        """Publish ``result``, retrying a few times (``stop`` cuts the waits short)."""
+        self._publish(result, stop or threading.Event())
 
     def _publish(self, result: ResultEvent, stop: threading.Event) -> None:
         """Publish, retrying a few times; a result still lost is covered by the task timeout."""
@@ -121,7 +130,7 @@ class BaseAgent:
         log.error("result_lost", task_id=result.task_id, mission_id=result.mission_id)
 
     def handle(self, task: Task) -> ResultEvent:
-        with structlog.contextvars.bound_contextvars(
+        with bound_contextvars(
             mission_id=task.mission_id, task_id=task.task_id, host_id=task.host_id
         ):
             try:

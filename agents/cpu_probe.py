@@ -3,8 +3,9 @@
 A one-shot scan needs two looks to tell CPU% (cpu-time deltas). Taking the first one at the
 very start of ``reaper scan`` and the second after the engine, the rules and the
 configuration have loaded lets that loading time be the sampling window, instead of a sleep
-added on top of it. Standard library only, on purpose: this module runs before pydantic and
-structlog are imported. Linux only (elsewhere there is no cheap way; the scan samples).
+added on top of it. Standard library only, and only modules the interpreter has loaded at
+start-up, on purpose: the console script runs it before it imports click. Linux only
+(elsewhere there is no cheap way; the scan samples).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
 class CpuProbe:
-    taken_at: float  # time.time() when the look began
-    samples: dict[int, tuple[float, float]]  # pid -> (create_time, cpu_time), both in seconds
+    """One look (a plain class: ``dataclasses`` would cost ~9 ms before the look)."""
+
+    __slots__ = ("samples", "taken_at")
+
+    def __init__(self, taken_at: float, samples: dict[int, tuple[float, float]]) -> None:
+        self.taken_at = taken_at  # time.time() when the look began
+        self.samples = samples  # pid -> (create_time, cpu_time), both in seconds
 
 
 def probe_cpu(root: str = "/proc") -> CpuProbe | None:
@@ -48,6 +52,26 @@ def probe_cpu(root: str = "/proc") -> CpuProbe | None:
         # The readers' formula, operand for operand, so start times match to the bit.
         samples[int(name)] = (float(start) / hz + btime, (utime + stime) / hz)
     return CpuProbe(taken_at, samples)
+
+
+_early: list[CpuProbe | None] = []  # the look probe_early took, until it is handed out
+
+
+def probe_early() -> None:
+    """Take the first look now, for the scan this process is about to run: the console
+    script does, before it imports click and the commands (see :func:`take_probe`)."""
+    _early[:] = [probe_cpu()]
+
+
+def take_probe() -> CpuProbe | None:
+    """The look :func:`probe_early` took (handed out once), else a first look taken now."""
+    probe = _early.pop() if _early else None
+    return probe if probe is not None else probe_cpu()
+
+
+def discard_early() -> None:
+    """Forget an early look no scan used (the command was another, or failed first)."""
+    _early.clear()
 
 
 def _btime(root: str) -> float:

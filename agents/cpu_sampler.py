@@ -9,6 +9,7 @@ way ``psutil.Process.cpu_percent()`` does on its first call.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -127,23 +128,26 @@ def sampled(
     sample_seconds: float,
     wait: Callable[[float], object],
     min_known: float = 0.5,
+    now: Callable[[], float] = time.time,
 ) -> list[ProcessInfo]:
     """Read processes with CPU% filled in, taking a short first sample when history is thin.
 
     ``read`` returns (processes, taken_at); ``wait`` pauses between the two reads of a
-    one-shot sample (the measurement window, injected so tests need not sleep).
+    one-shot sample (the measurement window, injected so tests need not sleep); ``now`` is
+    the clock of ``taken_at`` and of a probe's ``taken_at`` (``time.time``).
     """
-    processes, taken_at = read()
-    procs = list(processes)
     seeded = sampler.seeded_at
     if seeded is not None and sample_seconds > 0:
-        # The probe is the first look: wait only for what the window still lacks.
-        short = sample_seconds - (taken_at - seeded)
+        # The probe is the first look: wait only for what the window still lacks, then read
+        # once (reading before the wait as well would only add a read to the scan's time).
+        short = sample_seconds - (now() - seeded)
         if short > 0:
             wait(short)
-            processes, taken_at = read()
-            procs = list(processes)
-    elif sampler.knows(procs) < min_known and sample_seconds > 0:
+        processes, taken_at = read()
+        return sampler.annotate(list(processes), taken_at)
+    processes, taken_at = read()
+    procs = list(processes)
+    if sampler.knows(procs) < min_known and sample_seconds > 0:
         sampler.annotate(procs, taken_at)
         wait(sample_seconds)
         processes, taken_at = read()

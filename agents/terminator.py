@@ -17,17 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-import structlog
-
 from agents.transports.base import SignalDelivery, Transport
 from reaper_engine.audit import AuditRecord, AuditSink
 from reaper_engine.clock import Clock
+from reaper_engine.log import get_logger
 from reaper_engine.models import Finding, KillOutcome, KillRecord, ProcessIdentity, ProcessInfo
 from reaper_engine.rules import RuleAction
 from reaper_engine.safety import SafetyPolicy
 from reaper_engine.signals import Signal
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _FALLBACK_WAIT_SECONDS = 2.0
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}  # a rule's log_level

@@ -18,15 +18,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
 from pydantic import ValidationError
 
 from reaper_engine.audit import AuditRecord
+from reaper_engine.log import get_logger
 
 if sys.platform != "win32":
     import fcntl
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BYTES = 100 * MIB  # seed 000: logging.max_size_mb = 100

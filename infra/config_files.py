@@ -289,6 +289,11 @@ _HELP: dict[str, dict[str, str]] = {
         "cpu_sample_seconds": "CPU sampling window of a one-shot scan, seconds (0 < x <= 2).",
         "use_procfs": "On Linux, read /proc directly (faster) instead of through psutil.",
     },
+    "fleet": {
+        "redis_url": "Redis of fleet mode (unset: --redis-url, $REDIS_URL, redis://localhost:6379/0).",
+        "secret_file": "File holding the task-signing secret ($REAPER_SECRET wins).",
+        "key_prefix": "Prefix of every Redis key Reaper writes (several fleets, one Redis).",
+    },
     "health_checks": {
         "name": "Unique name (lowercase letters, digits, _).",
         "command": "Program and arguments (an argv list; no shell).",
@@ -325,11 +330,13 @@ _HELP: dict[str, dict[str, str]] = {
     },
 }
 
-_SECTIONS = ("daemon", "logging", "notifications", "metrics", "safety", "scanner")
+_SECTIONS = ("daemon", "logging", "notifications", "metrics", "safety", "scanner", "fleet")
 
 _EXAMPLES: dict[str, str] = {
     "daemon.pid_file": '"~/.local/state/reaper/reaper.pid"',
     "safety.scope_root_pid": "4242",
+    "fleet.redis_url": '"redis://redis.lab.example:6379/0"',
+    "fleet.secret_file": '"/etc/reaper/secret"',
 }
 
 _HEALTH_CHECK_EXAMPLE = """\

@@ -112,6 +112,19 @@ class ScannerSettings(BaseModel):
     use_procfs: bool = True
 
 
+class FleetSettings(BaseModel):
+    """``[fleet]``: how fleet commands (engine, worker, mission) reach Redis and sign tasks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Unset: --redis-url, else $REDIS_URL, else redis://localhost:6379/0. A URL here may hold a
+    # password; prefer REDIS_URL or a file only you can read.
+    redis_url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://")
+    # The shared HMAC secret; $REAPER_SECRET and $REAPER_SECRET_FILE take precedence.
+    secret_file: str | None = Field(default=None, min_length=1)
+    key_prefix: str = Field(default="reaper", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 class HealthCheck(BaseModel):
     """``[[health_checks]]`` (seed 001): a command the daemon runs periodically."""
 
@@ -149,6 +162,7 @@ class ReaperConfig(BaseModel):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     safety: SafetySettings = Field(default_factory=SafetySettings)
     scanner: ScannerSettings = Field(default_factory=ScannerSettings)
+    fleet: FleetSettings = Field(default_factory=FleetSettings)
     rules: tuple[Rule, ...] = DEFAULT_RULES
     health_checks: tuple[HealthCheck, ...] = ()
 

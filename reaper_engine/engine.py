@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -148,37 +148,29 @@ class MissionEngine:
 
     def process_result(self, event: ResultEvent) -> ApplyResult:
         """Apply one result. Safe to call again with the same event: the second call is a no-op."""
-        verdict = ApplyResult.APPLIED
+        return self.process_results([event])[0]
+
+    def process_results(self, events: Sequence[ResultEvent]) -> list[ApplyResult]:
+        """Apply several results in one load-change-save (one round trip per batch, not per
+        event); verdicts in the order given. Each event is idempotent as in process_result."""
+        verdicts: list[ApplyResult] = []
 
         def change(state: MissionState, fx: _Effects) -> bool:
-            nonlocal verdict
-            record = state.completed_tasks.get(event.task_id)
-            if record is not None:
-                if _is_late_reap(record, event):
-                    verdict = ApplyResult.LATE
-                    self._fold_late(state, record, event)
-                    return True
-                verdict = ApplyResult.DUPLICATE
-                return False
-            pending = state.pending_tasks.get(event.task_id)
-            if pending is None:
-                verdict = ApplyResult.UNKNOWN_TASK
-                return False
-            task = pending.task
-            if (event.host_id, event.action, event.agent_type) != (
-                task.host_id,
-                task.action,
-                task.agent_type,
-            ):
-                verdict = ApplyResult.MISMATCH
-                return False
-            verdict = ApplyResult.APPLIED
-            self._apply(state, task, event, fx, self.clock.now())
-            return True
+            verdicts.clear()  # a retry after a save conflict starts again from fresh state
+            now = self.clock.now()
+            changed = False
+            for event in events:
+                verdict = self._apply_event(state, event, fx, now)
+                changed |= verdict in (ApplyResult.APPLIED, ApplyResult.LATE)
+                verdicts.append(verdict)
+            return changed
 
-        if event.mission_id != self.mission_id or self._mutate(change) is None:
-            verdict = ApplyResult.UNKNOWN_MISSION
-        if verdict is not ApplyResult.APPLIED:
+        mine = all(e.mission_id == self.mission_id for e in events)
+        if not mine or self._mutate(change) is None:
+            verdicts = [ApplyResult.UNKNOWN_MISSION] * len(events)
+        for event, verdict in zip(events, verdicts, strict=True):
+            if verdict is ApplyResult.APPLIED:
+                continue
             level = "info" if verdict in (ApplyResult.DUPLICATE, ApplyResult.LATE) else "warning"
             self._log.log(
                 _LEVELS[level],
@@ -187,7 +179,29 @@ class MissionEngine:
                 host_id=event.host_id,
                 action=event.action.value,
             )
-        return verdict
+        return verdicts
+
+    def _apply_event(
+        self, state: MissionState, event: ResultEvent, fx: _Effects, now: datetime
+    ) -> ApplyResult:
+        record = state.completed_tasks.get(event.task_id)
+        if record is not None:
+            if _is_late_reap(record, event):
+                self._fold_late(state, record, event)
+                return ApplyResult.LATE
+            return ApplyResult.DUPLICATE
+        pending = state.pending_tasks.get(event.task_id)
+        if pending is None:
+            return ApplyResult.UNKNOWN_TASK
+        task = pending.task
+        if (event.host_id, event.action, event.agent_type) != (
+            task.host_id,
+            task.action,
+            task.agent_type,
+        ):
+            return ApplyResult.MISMATCH
+        self._apply(state, task, event, fx, now)
+        return ApplyResult.APPLIED
 
     def tick(self) -> MissionState | None:
         """Dispatch tasks whose backoff is over; turn overdue tasks into timeout results."""
@@ -296,9 +310,24 @@ class MissionEngine:
         if wakeup is not None:
             due_in = (wakeup - self.clock.now()).total_seconds()
             wait = min(max_wait, max(0.0, due_in))
-        for delivery in self.bus.read(self.mission_id, timeout=wait):
-            self.handle_delivery(delivery)
+        self.handle_deliveries(self.bus.read(self.mission_id, timeout=wait))
         return state
+
+    def handle_deliveries(self, deliveries: Sequence[Delivery]) -> None:
+        """Apply a batch in one save and acknowledge it; if the batch fails, fall back to one
+        delivery at a time so that a poison event is isolated and the rest still apply."""
+        if len(deliveries) <= 1:
+            for delivery in deliveries:
+                self.handle_delivery(delivery)
+            return
+        try:
+            self.process_results([d.event for d in deliveries])
+        except Exception:  # noqa: BLE001 - retried one by one below
+            self._log.warning("result_batch_failed_retrying_singly", size=len(deliveries))
+            for delivery in deliveries:
+                self.handle_delivery(delivery)
+            return
+        self.bus.ack(self.mission_id, [d.delivery_id for d in deliveries])
 
     def handle_delivery(self, delivery: Delivery) -> None:
         """Process one delivery; acknowledge it only once its change is saved."""

@@ -17,6 +17,10 @@ MissionStore (optimistic concurrency)
   * ``create`` refuses an existing id; ``save`` refuses a copy whose ``version`` is not the
     stored one (ConcurrentUpdateError) and returns the saved copy with ``version + 1``.
 
+Leases (mission ownership across engine processes)
+  * ``acquire`` succeeds for one owner at a time (or again for the holder), until the TTL lapses;
+  * ``renew`` extends only the holder's lease and fails once it has lapsed or been taken.
+
 ``interrupt`` wakes every blocked reader so that a stopping loop exits at once.
 """
 
@@ -124,3 +128,19 @@ class MissionStore(ABC):
     @abstractmethod
     def list_ids(self) -> list[str]:
         """Mission ids, oldest first."""
+
+
+class Leases(ABC):
+    """Exclusive, expiring ownership of missions."""
+
+    @abstractmethod
+    def acquire(self, mission_id: str, owner: str, ttl: float) -> bool:
+        """Take the lease if nobody holds it (or ``owner`` already does); True if held now."""
+
+    @abstractmethod
+    def renew(self, mission_id: str, owner: str, ttl: float) -> bool:
+        """Extend a lease ``owner`` holds; False if it was lost (expired, taken)."""
+
+    @abstractmethod
+    def release(self, mission_id: str, owner: str) -> None:
+        """Give the lease up, only if ``owner`` holds it."""

@@ -37,9 +37,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final, Literal
 
-import structlog
+from reaper_engine.log import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MIN_NICE: Final = -20
 MAX_NICE: Final = 19

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import structlog
-
 from agents.platform.snapshot import (
     ACCESS_DENIED,
     MALFORMED_STAT,
@@ -24,9 +22,10 @@ from agents.platform.snapshot import (
     VANISHED,
     ProcessSnapshot,
 )
+from reaper_engine.log import get_logger
 from reaper_engine.models import ProcessInfo, ProcessState
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PF_KTHREAD: Final = 0x00200000
 """``task_struct.flags`` bit set on kernel threads (include/linux/sched.h)."""

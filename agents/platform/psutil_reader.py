@@ -9,13 +9,13 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import psutil
-import structlog
 
 from agents.platform.procfs import UserNames
 from agents.platform.snapshot import ACCESS_DENIED, VANISHED, ProcessSnapshot
+from reaper_engine.log import get_logger
 from reaper_engine.models import ProcessInfo, ProcessState
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ZOMBIE_UNREADABLE = "zombie_unreadable"
 

@@ -8,6 +8,7 @@ per host id so a scan, a reap and a verify all see the same table.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from agents.simulation.table import ProcessTable, SimProcess, load_table
@@ -33,6 +34,7 @@ class SimulatedHost:
         }
         self.signals_received: list[tuple[int, Signal]] = []
         self._fail_mode, self._fail_left = _parse_fail(spec)
+        self.latency = _parse_latency(spec)
 
     def check_reachable(self) -> None:
         with self._lock:
@@ -41,6 +43,8 @@ class SimulatedHost:
             if self._fail_mode == "flaky" and self._fail_left > 0:
                 self._fail_left -= 1
                 raise HostUnreachableError(f"{self.spec.host_id}: connection reset (flaky)")
+        if self.latency:
+            time.sleep(self.latency)  # a slow link: each call to the host takes this long
 
     def processes(self) -> tuple[ProcessInfo, ...]:
         with self._lock:
@@ -155,6 +159,17 @@ def _to_info(proc: SimProcess, started: float) -> ProcessInfo:
         rss=int(proc.rss_mb * 1024 * 1024),
         is_kernel_thread=proc.kernel_thread,
     )
+
+
+def _parse_latency(spec: HostSpec) -> float:
+    raw = spec.options.get("latency_seconds", 0)
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= 60:
+        raise ConfigError(
+            "options.latency_seconds must be a number of seconds from 0 to 60",
+            source=spec.host_id,
+            key="options.latency_seconds",
+        )
+    return float(raw)
 
 
 def _parse_fail(spec: HostSpec) -> tuple[str | None, int]:

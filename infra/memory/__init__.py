@@ -5,7 +5,8 @@ and dead-lettering are exercised by the same contract tests.
 """
 
 from infra.memory.bus import InMemoryEventBus
+from infra.memory.leases import LocalLeases
 from infra.memory.queue import InMemoryTaskQueue
 from infra.memory.store import InMemoryMissionStore
 
-__all__ = ["InMemoryEventBus", "InMemoryMissionStore", "InMemoryTaskQueue"]
+__all__ = ["InMemoryEventBus", "InMemoryMissionStore", "InMemoryTaskQueue", "LocalLeases"]

@@ -8,15 +8,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import structlog
-
 from infra.codec import decode, encode
 from reaper_engine.clock import utcnow
 from reaper_engine.errors import MessageDecodeError
+from reaper_engine.log import get_logger
 from reaper_engine.models import ResultEvent
 from reaper_engine.ports import DeadLetter, Delivery, EventBus
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass

@@ -7,15 +7,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-import structlog
-
 from infra.codec import decode, encode
 from reaper_engine.clock import utcnow
 from reaper_engine.errors import MessageDecodeError
+from reaper_engine.log import get_logger
 from reaper_engine.models import AgentType, Task
 from reaper_engine.ports import DeadLetter, TaskQueue
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class InMemoryTaskQueue(TaskQueue):

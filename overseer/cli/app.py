@@ -13,6 +13,7 @@ from overseer.cli import (
     config_cmd,
     daemon_cmd,
     explain_cmd,
+    fleet_cmd,
     kill_cmd,
     rules_cmd,
     scan_cmd,
@@ -60,6 +61,7 @@ config_cmd.register(reaper)
 # --- commands owned by other modules -------------------------------------------------------
 daemon_cmd.register(reaper)  # reaper start / stop / status / metrics
 service_cmd.register(reaper)  # reaper service install / uninstall / status
+fleet_cmd.register(reaper)  # reaper worker / engine / mission ...
 # -------------------------------------------------------------------------------------------
 
 

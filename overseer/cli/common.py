@@ -99,24 +99,50 @@ def stdin_is_tty() -> bool:
 _CLI_QUIET_EVENTS = frozenset(
     {"kill_decision", "signal_sent", "cpu_boost", "cpu_boost_unavailable", "audit"}
 )
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}  # logging's numbers
 
 
-def setup_logging(ctx: click.Context) -> None:
+def setup_logging(
+    ctx: click.Context, *, default_level: str = "warning", deferred: bool = False
+) -> None:
     """Configure structlog on first use (not in the group callback: ``reaper scan --help``
-    must not pay for importing it)."""
+    must not pay for importing it). Long-running commands, whose log is their output, pass
+    ``default_level="info"``.
+
+    ``deferred``: configure (and import structlog) only when the command logs an event this
+    configuration prints, for commands whose modules log through ``reaper_engine.log``
+    (``reaper scan``: usually nothing is logged, and importing structlog is ~90 ms). The
+    output is the same; the deferral ends with the command.
+    """
     settings = ctx.find_object(Settings) or Settings()
-    import structlog
+    level = {-1: "error", 0: default_level, 1: "info"}.get(settings.verbosity, "debug")
+    quiet = settings.verbosity < 1
 
-    from infra.logging import configure_logging
+    def configure() -> None:
+        import structlog
 
-    level = {-1: "error", 0: "warning", 1: "info"}.get(settings.verbosity, "debug")
-    configure_logging("json" if settings.log_format == "json" else "console", level)
-    if settings.verbosity < 1:
+        from infra.logging import configure_logging
 
-        def drop_quiet(_logger: object, _name: str, event: Any) -> Any:
-            if event.get("event") in _CLI_QUIET_EVENTS:
-                raise structlog.DropEvent
-            return event
+        configure_logging("json" if settings.log_format == "json" else "console", level)
+        if quiet:
 
-        processors = list(structlog.get_config()["processors"])
-        structlog.configure(processors=[drop_quiet, *processors])
+            def drop_quiet(_logger: object, _name: str, event: Any) -> Any:
+                if event.get("event") in _CLI_QUIET_EVENTS:
+                    raise structlog.DropEvent
+                return event
+
+            processors = list(structlog.get_config()["processors"])
+            structlog.configure(processors=[drop_quiet, *processors])
+
+    if not deferred:
+        configure()
+        return
+    from reaper_engine.log import cancel_deferred, defer_configuration
+
+    threshold = _LEVELS.get(level, 0)  # unknown: let everything through to structlog
+
+    def gate(event_level: int, event: str) -> bool:  # what configure() would print
+        return event_level >= threshold and not (quiet and event in _CLI_QUIET_EVENTS)
+
+    defer_configuration(configure, gate)
+    ctx.call_on_close(cancel_deferred)

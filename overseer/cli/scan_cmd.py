@@ -35,12 +35,13 @@ def scan(ctx: click.Context, as_json: bool, dry_run: bool, config_path: Path | N
     Findings are grouped by priority with PID, command, CPU, age and rule; processes a rule
     matched but a protection covers are listed separately with the protection.
     """
-    # First look at CPU times now, before logging, the engine and the config load: that
-    # loading becomes the CPU sampling window instead of a sleep after it.
-    from agents.cpu_probe import probe_cpu
+    # First look at CPU times before logging, the engine and the config load (the console
+    # script took it before importing click, else now): that loading becomes the CPU
+    # sampling window instead of a sleep after it.
+    from agents.cpu_probe import take_probe
 
-    probe = probe_cpu()
-    setup_logging(ctx)
+    probe = take_probe()
+    setup_logging(ctx, deferred=True)
     with open_reaper(config_path, cpu_probe=probe) as reaper:
         report = reaper.scan()
     out = Output()

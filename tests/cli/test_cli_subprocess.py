@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from overseer.cli import _command as cli_command
 from tests.cli.conftest import Victims, linux_only
 from tests.integration.conftest import alive
 
@@ -92,6 +93,70 @@ def test_scan_imports_nothing_heavy(env):
     loaded = modules_after(["scan", "--json"], env)
     assert "reaper_engine" in loaded  # it did scan
     assert not loaded & set(HEAVY)
+    # Nothing was logged at the default level: structlog (~90 ms) was never imported; Rich
+    # only prints to a terminal.
+    assert not loaded & {"structlog", "rich"}
+
+
+@needs_script
+def test_console_script_scan_still_logs_when_asked(env):
+    result = reaper("-v", "scan", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)  # the log is on stderr only
+    # The CPU boost is logged at info (or warning when not permitted), through structlog's
+    # console renderer.
+    assert "cpu_boost" in result.stderr
+    assert "[info" in result.stderr or "[warning" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["scan"], "scan"),
+        (["-vv", "scan", "--json"], "scan"),
+        (["-q", "--log-format", "json", "scan"], "scan"),
+        (["--log-format=json", "kill", "--all"], "kill"),
+        (["--log-format", "scan"], None),  # the option's value, not a command
+        (["--help"], None),
+    ],
+)
+def test_the_console_script_finds_the_command_before_click_parses(args, command):
+    assert cli_command(args) == command
+
+
+@linux_only
+def test_scan_takes_its_first_cpu_look_before_importing_click(env):
+    script = textwrap.dedent(
+        """
+        import sys
+        import agents.cpu_probe as cpu_probe
+
+        probe_cpu, looks = cpu_probe.probe_cpu, []
+
+        def spy(*args):
+            looks.append("click" in sys.modules)
+            return probe_cpu(*args)
+
+        cpu_probe.probe_cpu = spy
+        from overseer.cli import main
+        try:
+            main(["-v", "--log-format", "json", "scan", "--json"])
+        except SystemExit as done:
+            assert not done.code, done.code
+        sys.stderr.write(f"\\nLOOKS {looks}")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # One look, taken before click was imported, and the scan used it (no second one).
+    assert done.stderr.rsplit("LOOKS ", 1)[1] == "[False]"
 
 
 @needs_script

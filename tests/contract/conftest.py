@@ -10,21 +10,40 @@ Redis adapters plug in here: add e.g. ``AdapterFactory("fakeredis", ...)`` built
 an RPUSH/LPUSH of the raw text on the agent type's queue key and whose ``inject_event`` does
 an XADD of the raw text on the mission's stream; and a ``redis`` one marked
 ``pytest.mark.redis`` for a real server. Nothing else in the suite needs to change.
+
+The Redis families (``fakeredis``, ``redis``) share one server between the three ports of a
+test through ``_RedisBackend``, which ``per_test`` opens fresh for every test (a new
+FakeServer; FLUSHDB on the session's real redis-server). On RQ the raw text of
+``inject_task`` is the argument of a real job, where a foreign writer would put it; see
+``_inject_rq_task`` for the one payload shape that is sealed first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+import fakeredis
 import pytest
+import redis
 
 from infra.memory import InMemoryEventBus, InMemoryMissionStore, InMemoryTaskQueue
+from infra.redis.bus import EVENT_FIELD, RedisStreamEventBus
+from infra.redis.connection import connect
+from infra.redis.keys import RedisKeys
+from infra.redis.queue import JOB_FUNCTION, RqTaskQueue
+from infra.redis.store import RedisMissionStore
 from reaper_engine.models import AgentType
 from reaper_engine.ports import EventBus, MissionStore, TaskQueue
+from reaper_engine.signing import TaskSigner
+from tests.factories import clock
 
 InjectTask = Callable[[AgentType, str], None]
 InjectEvent = Callable[[str, str], None]
@@ -42,6 +61,8 @@ class AdapterFactory:
     inject_task: Callable[[Any, AgentType, str], None]
     inject_event: Callable[[Any, str, str], None]
     marks: tuple[pytest.MarkDecorator, ...] = ()
+    # Set up (and tear down) what the ports of one test share, e.g. a fresh Redis.
+    per_test: Callable[[pytest.FixtureRequest], AbstractContextManager[None]] | None = None
 
 
 MEMORY = AdapterFactory(
@@ -53,20 +74,116 @@ MEMORY = AdapterFactory(
     inject_event=lambda bus, mission_id, payload: bus.push_raw(mission_id, payload),
 )
 
+# -- Redis -----------------------------------------------------------------------------------
+
+SIGNER = TaskSigner(b"contract-test-secret-0123456789")
+PREFIX = "reaper-contract"
+
+
+class _RedisBackend:
+    """The Redis client the three ports of the current test share."""
+
+    def __init__(self) -> None:
+        self.client: redis.Redis | None = None
+
+    def use(self, client: redis.Redis) -> AbstractContextManager[None]:
+        @contextlib.contextmanager
+        def session() -> Iterator[None]:
+            self.client = client
+            try:
+                yield
+            finally:
+                self.client = None
+                client.close()
+
+        return session()
+
+    def need(self) -> redis.Redis:
+        assert self.client is not None, "no Redis for this test: per_test did not run"
+        return self.client
+
+    def task_queue(self) -> TaskQueue:
+        # The factories' clock: tasks made by tests.factories are fresh, not long expired.
+        return RqTaskQueue(self.need(), SIGNER, clock(), prefix=PREFIX)
+
+    def event_bus(self) -> EventBus:
+        return RedisStreamEventBus(self.need(), prefix=PREFIX)
+
+    def mission_store(self) -> MissionStore:
+        return RedisMissionStore(self.need(), prefix=PREFIX)
+
+    def inject_event(self, _bus: Any, mission_id: str, payload: str) -> None:
+        self.need().xadd(RedisKeys(PREFIX).events(mission_id), {EVENT_FIELD: payload})
+
+
+def _inject_rq_task(queue: Any, agent_type: AgentType, payload: str) -> None:
+    """Enqueue a real RQ job whose one argument is ``payload``, as a foreign writer could.
+
+    On RQ the wire format is a signed envelope, not a bare Task. So a payload that is a task
+    *document* (a JSON object with ``schema_version``, e.g. from a newer engine) is sealed
+    first, as that engine would seal it, to reach the Task checks behind the envelope; any
+    other payload (garbage, wrong shapes) is the job argument exactly as given.
+    """
+    argument = payload
+    with contextlib.suppress(ValueError):
+        doc = json.loads(payload)
+        if isinstance(doc, dict) and "schema_version" in doc:
+            argument = json.dumps({"v": 1, "task": payload, "sig": _seal_text(payload)})
+    queue.rq_queue(agent_type).enqueue_call(
+        JOB_FUNCTION, args=[argument], job_id=f"raw-{uuid.uuid4().hex}"
+    )
+
+
+def _seal_text(text: str) -> str:
+    return "hmac-sha256:" + SIGNER._mac(text)
+
+
+def _fakeredis_per_test(backend: _RedisBackend) -> Callable[[Any], AbstractContextManager[None]]:
+    def per_test(_request: pytest.FixtureRequest) -> AbstractContextManager[None]:
+        return backend.use(fakeredis.FakeRedis(server=fakeredis.FakeServer()))
+
+    return per_test
+
+
+def _redis_per_test(backend: _RedisBackend) -> Callable[[Any], AbstractContextManager[None]]:
+    def per_test(request: pytest.FixtureRequest) -> AbstractContextManager[None]:
+        server = request.getfixturevalue("redis_server")
+        client = connect(server.url)
+        client.flushdb()
+        return backend.use(client)
+
+    return per_test
+
+
+def _redis_family(name: str, marks: tuple[pytest.MarkDecorator, ...] = ()) -> AdapterFactory:
+    backend = _RedisBackend()
+    per_test = _redis_per_test(backend) if name == "redis" else _fakeredis_per_test(backend)
+    return AdapterFactory(
+        name=name,
+        task_queue=backend.task_queue,
+        event_bus=backend.event_bus,
+        mission_store=backend.mission_store,
+        inject_task=_inject_rq_task,
+        inject_event=backend.inject_event,
+        marks=marks,
+        per_test=per_test,
+    )
+
+
 ADAPTERS: list[AdapterFactory] = [
     MEMORY,
-    # Redis adapters plug in here, e.g.:
-    # AdapterFactory(name="fakeredis", task_queue=..., event_bus=..., mission_store=...,
-    #                inject_task=..., inject_event=...),
-    # AdapterFactory(name="redis", ..., marks=(pytest.mark.redis,)),
+    _redis_family("fakeredis"),
+    _redis_family("redis", marks=(pytest.mark.redis,)),
 ]
 
 _PARAMS = [pytest.param(a, id=a.name, marks=a.marks) for a in ADAPTERS]
 
 
 @pytest.fixture(params=_PARAMS)
-def adapter(request: pytest.FixtureRequest) -> AdapterFactory:
-    return request.param
+def adapter(request: pytest.FixtureRequest) -> Iterator[AdapterFactory]:
+    factory: AdapterFactory = request.param
+    with factory.per_test(request) if factory.per_test else contextlib.nullcontext():
+        yield factory
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from agents.transports.router import TransportRouter
 from infra.memory import InMemoryEventBus, InMemoryTaskQueue
 from reaper_engine.audit import AuditRecord
 from reaper_engine.clock import ManualClock
+from reaper_engine.errors import ConfigError
 from reaper_engine.models import (
     OS,
     Action,
@@ -436,6 +437,20 @@ def test_flaky_host_fails_once_then_works(agent):
     assert first.retriable is True
     assert second.status is ResultStatus.SUCCESS
     assert len(ScanData.model_validate(second.data).findings) == len(ROGUE) + len(PROTECTED)
+
+
+def test_a_slow_host_takes_its_latency_on_each_call(agent):
+    slow = host_spec("slow1", options={"latency_seconds": 0.05})
+    began = time.monotonic()
+    result = agent.handle(task(Action.SCAN, slow, "s1"))
+    assert result.status is ResultStatus.SUCCESS
+    assert time.monotonic() - began >= 0.05
+
+
+@pytest.mark.parametrize("latency", [-1, 61, "2", True])
+def test_a_bad_latency_is_a_config_error_naming_the_option(lab, latency):
+    with pytest.raises(ConfigError, match="latency_seconds"):
+        lab.host(host_spec("slow2", options={"latency_seconds": latency}))
 
 
 class CrashingScan(LinuxAgent):

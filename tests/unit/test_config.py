@@ -20,6 +20,7 @@ from infra.config_files import (
 )
 from reaper_engine.config import (
     DaemonSettings,
+    FleetSettings,
     HealthCheck,
     LoggingSettings,
     MetricsSettings,
@@ -1075,6 +1076,7 @@ def test_every_key_is_documented() -> None:
         MetricsSettings,
         SafetySettings,
         ScannerSettings,
+        FleetSettings,
         HealthCheck,
         Rule,
         RuleConditions,

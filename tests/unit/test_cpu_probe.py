@@ -76,14 +76,15 @@ def test_a_seeded_sampler_waits_only_for_what_the_window_lacks() -> None:
     probe = CpuProbe(taken_at=100.0, samples={5000: (p.create_time, 10.0)})
     sampler = CpuSampler()
     sampler.seed(probe)
-    looks = iter(
-        [
-            ([p.model_copy(update={"cpu_time": 10.1})], 100.15),
-            ([p.model_copy(update={"cpu_time": 10.2})], 100.25),
-        ]
-    )
+    looks = iter([([p.model_copy(update={"cpu_time": 10.2})], 100.25)])  # one read, after
     waited: list[float] = []
-    [out] = sampled(lambda: next(looks), sampler, sample_seconds=0.25, wait=waited.append)
+    [out] = sampled(
+        lambda: next(looks),
+        sampler,
+        sample_seconds=0.25,
+        wait=waited.append,
+        now=lambda: 100.15,  # loading took 0.15 s of the window
+    )
     assert waited == [pytest.approx(0.1)]
     assert out.cpu_percent == pytest.approx(80.0)
 

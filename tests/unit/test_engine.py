@@ -608,3 +608,40 @@ def test_the_event_loop_survives_bus_errors_and_finishes_the_mission():
     assert final is not None
     assert final.status is MissionStatus.COMPLETED
     assert [e["event"] for e in logs].count("engine_loop_error") == 2
+
+
+def test_a_batch_is_applied_in_one_save_and_acknowledged():
+    rig = Rig(LINUX, MAC)
+    rig.start()
+    for task in rig.take():
+        rig.bus.publish(rig.run(task))
+    before = rig.state().version
+    batch = rig.bus.read("m1", timeout=0)
+    assert len(batch) == 2
+    rig.engine.handle_deliveries(batch)
+    assert rig.state().version == before + 1  # one compare-and-set for the whole batch
+    assert rig.state().counters.results_applied == 2
+    assert rig.bus.pending_count("m1") == 0
+
+
+def test_a_poison_event_in_a_batch_does_not_hold_back_the_others(monkeypatch):
+    rig = Rig(LINUX, MAC)
+    rig.start()
+    tasks = rig.take()
+    for task in tasks:
+        rig.bus.publish(rig.run(task))
+    poison = tasks[0].task_id
+    real_apply = rig.engine._apply_event
+
+    def apply_or_explode(state, event, fx, now):
+        if event.task_id == poison:
+            raise ValueError("cannot apply")
+        return real_apply(state, event, fx, now)
+
+    monkeypatch.setattr(rig.engine, "_apply_event", apply_or_explode)
+    with capture_logs():
+        rig.engine.handle_deliveries(rig.bus.read("m1", timeout=0))
+    state = rig.state()
+    assert poison in state.pending_tasks  # not applied, left for re-delivery
+    assert tasks[1].task_id in state.completed_tasks
+    assert rig.bus.pending_count("m1") == 1

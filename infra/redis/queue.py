@@ -1,0 +1,485 @@
+"""TaskQueue on RQ: one RQ queue per agent type, jobs carrying signed task envelopes as JSON.
+
+Each task becomes an RQ job (id = the task id, see ``job_id_for``) that calls
+``agents.rq_job.run_task(envelope)``: ``reaper worker`` runs it with RQ's own machinery
+(timeouts, registries, retries of the worker). Job data is serialised with RQ's
+JSONSerializer; pickle is never used, since whoever can write to Redis could otherwise run
+code in every worker.
+
+``consume`` is the pull path (in-process agent pools, the contract suite): it pops job ids
+from the RQ queue's list itself, checks the job and its envelope, and deletes the job it
+takes. A job that is missing, unreadable, calls another function, has other arguments, or
+whose envelope the signer refuses is dead-lettered to ``<prefix>:dead:tasks:<queue>`` and
+the consumer keeps waiting. An authentic task whose deadline has passed is handed out like
+any other, as the in-memory queue does: the agent refuses it with DEADLINE_EXCEEDED, and
+that result is how the engine learns of it.
+
+Waiting. A consumer blocks in ``BLPOP`` on the queue's list and a wake list of its own
+thread; ``interrupt()`` pushes to the wake list of every consumer in progress. Registration
+and the push happen under one lock, with a generation counter, so an interrupt is never lost
+between a consumer's last check and its BLPOP reaching the server.
+"""
+
+# redis and rq are imported where they are used: nothing may import them at module level
+# (tests/unit/test_layout.py), so that only commands that use Redis pay for them.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from infra.redis.connection import as_text, blocking_slice
+from infra.redis.keys import DEFAULT_PREFIX, RedisKeys, is_rq_job_id, job_id_for, queue_name
+from reaper_engine import SCHEMA_VERSION
+from reaper_engine.clock import Clock, SystemClock
+from reaper_engine.models import AgentType, Task
+from reaper_engine.ports import DeadLetter, TaskQueue
+from reaper_engine.signing import TaskRejectedError, TaskSigner
+
+if TYPE_CHECKING:
+    import redis
+    import rq
+    from rq.queue import EnqueueData
+
+log = structlog.get_logger(__name__)
+
+JOB_FUNCTION = "agents.rq_job.run_task"  # a dotted path: RQ imports it in the worker only
+DEFAULT_RESULT_TTL = 3600
+DEFAULT_FAILURE_TTL = 24 * 3600
+DEFAULT_DEAD_LETTER_CAP = 10_000
+_WAKE_TTL = 3600  # a wake list nobody popped (its process died) goes away by itself
+_DISCARD_CHUNK = 500
+
+# KEYS: the queue keys (ARGV[1] of them), then a (job key, guard key) pair per job.
+# ARGV: number of queues, the queue names, then the job ids.
+# A job is removed only from the queue its hash names as origin, and only if still listed
+# there: a job a worker or consumer has taken is not discardable.
+_DISCARD = """
+local nq = tonumber(ARGV[1])
+local removed = 0
+for i = 1, #ARGV - 1 - nq do
+  local job_key = KEYS[nq + 2 * i - 1]
+  local guard_key = KEYS[nq + 2 * i]
+  local job_id = ARGV[1 + nq + i]
+  local origin = redis.call('HGET', job_key, 'origin')
+  for q = 1, nq do
+    if origin == ARGV[1 + q] and redis.call('LREM', KEYS[q], 1, job_id) > 0 then
+      redis.call('DEL', job_key, guard_key)
+      removed = removed + 1
+    end
+  end
+end
+return removed
+"""
+
+
+class RqTaskQueue(TaskQueue):
+    def __init__(
+        self,
+        client: redis.Redis,
+        signer: TaskSigner,
+        clock: Clock | None = None,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        result_ttl: int = DEFAULT_RESULT_TTL,
+        failure_ttl: int = DEFAULT_FAILURE_TTL,
+        dead_letter_cap: int = DEFAULT_DEAD_LETTER_CAP,
+    ) -> None:
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
+        self._client = client
+        self._signer = signer
+        self._clock: Clock = clock or SystemClock()
+        self._keys = RedisKeys(prefix)
+        self._result_ttl = result_ttl
+        self._failure_ttl = failure_ttl
+        self._dead_cap = dead_letter_cap
+        self._queues: dict[AgentType, rq.Queue] = {
+            a: Queue(queue_name(a), connection=client, serializer=JSONSerializer) for a in AgentType
+        }
+        self._discard_script = client.register_script(_DISCARD)
+        self._slice = blocking_slice(client)
+        # interrupt() bookkeeping: see the module docstring
+        self._instance = secrets.token_hex(8)
+        self._slots = itertools.count()
+        self._calls = itertools.count()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._waiting: dict[int, str] = {}  # consume call -> its thread's wake list
+
+    # -- for the worker command -------------------------------------------------------------
+
+    @staticmethod
+    def queue_name(agent_type: AgentType) -> str:
+        return queue_name(agent_type)
+
+    def rq_queue(self, agent_type: AgentType) -> rq.Queue:
+        """The RQ queue of ``agent_type`` (JSON serializer), e.g. to hand to an RQ worker."""
+        return self._queues[agent_type]
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self, task: Task) -> bool:
+        return self.publish_many([task]) == 1
+
+    def publish_many(self, tasks: Sequence[Task]) -> int:
+        """Queue new tasks in two round trips whatever their number.
+
+        1. ``SET <guard> NX EX`` and ``EXISTS <job>`` per task: of racing publishers only one
+           sets the guard; a job still in RQ (queued, running or keeping its result) also
+           makes the task a duplicate, should its guard have expired.
+        2. One MULTI/EXEC with every winner's job hash and queue push (``enqueue_many``).
+        """
+        from rq.job import Job
+
+        unique: dict[str, Task] = {}
+        for task in tasks:
+            unique.setdefault(task.task_id, task)  # the first of a batch's duplicates wins
+        if not unique:
+            return 0
+        now = self._clock.now()
+        planned = [
+            (task, job_id_for(task.task_id), _job_timeout(task, now)) for task in unique.values()
+        ]
+
+        pipe = self._client.pipeline(transaction=False)
+        for task, job_id, timeout in planned:
+            pipe.set(
+                self._keys.task_guard(task.task_id),
+                b"1",
+                nx=True,
+                ex=timeout + self._result_ttl,
+            )
+            pipe.exists(Job.key_for(job_id))
+        replies = pipe.execute()
+        winners = [
+            plan
+            for plan, claimed, exists in zip(planned, replies[0::2], replies[1::2], strict=True)
+            if claimed and not exists
+        ]
+        if not winners:
+            return 0
+        try:
+            self._enqueue(winners)
+        except Exception:
+            # Nothing was queued (one MULTI/EXEC): let a retry of the same tasks through.
+            self._release_guards([task for task, _, _ in winners])
+            raise
+        log.debug("tasks_published", count=len(winners), duplicates=len(planned) - len(winners))
+        return len(winners)
+
+    def _enqueue(self, plans: list[tuple[Task, str, int]]) -> None:
+        from rq import Queue
+
+        batches: dict[AgentType, list[EnqueueData]] = {}
+        for task, job_id, timeout in plans:
+            batches.setdefault(task.agent_type, []).append(
+                Queue.prepare_data(
+                    JOB_FUNCTION,
+                    args=[self._signer.seal(task)],
+                    timeout=timeout,  # RQ's job_timeout: the worker kills the job past it
+                    result_ttl=self._result_ttl,
+                    failure_ttl=self._failure_ttl,
+                    description=f"{task.action.value} {task.host_id} ({task.mission_id})",
+                    job_id=job_id,
+                    meta={
+                        "task_id": task.task_id,
+                        "mission_id": task.mission_id,
+                        "host_id": task.host_id,
+                        "attempt": task.attempt,
+                    },
+                )
+            )
+        pipe = self._client.pipeline(transaction=True)
+        for agent_type, datas in batches.items():
+            self._queues[agent_type].enqueue_many(datas, pipeline=pipe)
+        pipe.execute()
+
+    def _release_guards(self, tasks: list[Task]) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            self._client.delete(*(self._keys.task_guard(t.task_id) for t in tasks))
+        except RedisError as err:  # they expire by themselves; the publish error matters more
+            log.warning("task_guards_not_released", count=len(tasks), error=str(err))
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def consume(self, agent_type: AgentType, timeout: float) -> Task | None:
+        queue_key: str = self._queues[agent_type].key
+        if timeout <= 0:
+            while (raw := self._client.lpop(queue_key)) is not None:
+                task = self._take(agent_type, raw)
+                if task is not None:
+                    return task
+            return None
+        deadline = time.monotonic() + timeout
+        token, wake_key, generation = self._register()
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or generation != self._generation:
+                    return None
+                wait = remaining if self._slice is None else min(remaining, self._slice)
+                popped = self._client.blpop([queue_key, wake_key], timeout=_blpop_timeout(wait))
+                if popped is None:
+                    continue
+                key, raw = popped
+                if as_text(key) == wake_key:
+                    return None
+                task = self._take(agent_type, raw)
+                if task is not None:
+                    return task
+        finally:
+            self._unregister(token, wake_key, generation)
+
+    def _register(self) -> tuple[int, str, int]:
+        wake_key: str | None = getattr(self._local, "wake_key", None)
+        if wake_key is None:
+            wake_key = self._keys.queue_wake(self._instance, next(self._slots))
+            self._local.wake_key = wake_key
+        with self._lock:
+            token = next(self._calls)
+            self._waiting[token] = wake_key
+            return token, wake_key, self._generation
+
+    def _unregister(self, token: int, wake_key: str, generation: int) -> None:
+        from redis.exceptions import RedisError
+
+        with self._lock:
+            self._waiting.pop(token, None)
+            woken = generation != self._generation
+        if woken:
+            # An interrupt may have pushed after we stopped listening: a leftover would end
+            # this thread's next consume at once.
+            try:
+                self._client.delete(wake_key)
+            except RedisError as err:
+                log.warning("wake_list_not_cleared", key=wake_key, error=str(err))
+
+    def _take(self, agent_type: AgentType, raw_job_id: object) -> Task | None:
+        """The task of a job just popped off the queue, or None once it is dead-lettered."""
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+        from rq.serializers import JSONSerializer
+
+        job_id = as_text(raw_job_id)
+        if not is_rq_job_id(job_id):
+            # RQ would read "a:b" as job "a": never let a foreign id point at another job.
+            self._reject(agent_type, job_id, job_id, "not an RQ job id", delete=False)
+            return None
+        try:
+            job = Job.fetch(job_id, connection=self._client, serializer=JSONSerializer)
+        except NoSuchJobError as err:  # no hash, or one without job data
+            self._reject(agent_type, job_id, job_id, str(err))
+            return None
+        except Exception as err:  # noqa: BLE001 - a foreign hash can break RQ's parser anywhere
+            self._reject(agent_type, job_id, job_id, f"job is unreadable: {_describe(err)}")
+            return None
+        try:
+            func_name, args, kwargs = job.func_name, job.args, job.kwargs
+        except Exception as err:  # noqa: BLE001 - RQ wraps every serializer failure differently
+            payload = _raw_text(job)
+            self._reject(agent_type, job_id, payload, f"job data is not JSON: {_describe(err)}")
+            return None
+        if func_name != JOB_FUNCTION:
+            self._reject(
+                agent_type, job_id, _args_text(args), f"job calls {func_name!r}, not {JOB_FUNCTION}"
+            )
+            return None
+        if (
+            kwargs
+            or not isinstance(args, list | tuple)
+            or len(args) != 1
+            or not isinstance(args[0], str)
+        ):
+            self._reject(
+                agent_type, job_id, _args_text(args), "job arguments are not one envelope string"
+            )
+            return None
+        envelope: str = args[0]
+        try:
+            task = self._signer.open(envelope, self._clock.now())
+        except TaskRejectedError as err:
+            if err.code != "TASK_EXPIRED" or err.task is None:
+                self._reject(agent_type, job_id, envelope, f"{err.code}: {err}")
+                return None
+            task = err.task
+            log.info(
+                "expired_task_consumed", task_id=task.task_id, deadline=task.deadline.isoformat()
+            )
+        if task.schema_version > SCHEMA_VERSION:
+            self._reject(
+                agent_type,
+                job_id,
+                envelope,
+                f"TASK_MALFORMED: Task has schema_version {task.schema_version}; "
+                f"this build reads up to {SCHEMA_VERSION}",
+            )
+            return None
+        if job_id != job_id_for(task.task_id):
+            # A signed envelope copied into another job: it would dodge the dedupe by id.
+            self._reject(
+                agent_type,
+                job_id,
+                envelope,
+                f"TASK_JOB_MISMATCH: job {job_id!r} carries task {task.task_id!r}",
+            )
+            return None
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(Job.key_for(job_id), self._keys.task_guard(task.task_id))
+        pipe.execute()
+        return task
+
+    def _reject(
+        self, agent_type: AgentType, job_id: str, payload: str, error: str, *, delete: bool = True
+    ) -> None:
+        from rq.job import Job
+
+        pipe = self._client.pipeline(transaction=True)
+        self._record_dead(pipe, agent_type, payload, error, job_id=job_id)
+        if delete:
+            pipe.delete(Job.key_for(job_id))  # off the queue already; nothing will read it again
+        pipe.execute()
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    def dead_letter_task(self, agent_type: AgentType, payload: str, error: str) -> None:
+        """Record a job that will not run (the RQ job function calls this for a refused
+        envelope), exactly as ``consume`` records one."""
+        pipe = self._client.pipeline(transaction=True)
+        self._record_dead(pipe, agent_type, payload, error)
+        pipe.execute()
+
+    def _record_dead(
+        self,
+        pipe: redis.client.Pipeline,
+        agent_type: AgentType,
+        payload: str,
+        error: str,
+        *,
+        job_id: str | None = None,
+    ) -> None:
+        key = self._keys.dead_tasks(agent_type)
+        doc = {
+            "source": queue_name(agent_type),
+            "payload": payload,
+            "error": error,
+            "at": self._clock.now().isoformat(),
+            "job_id": job_id,
+        }
+        pipe.lpush(key, json.dumps(doc))
+        pipe.ltrim(key, 0, self._dead_cap - 1)
+        log.warning("task_dead_lettered", queue=queue_name(agent_type), job_id=job_id, error=error)
+
+    def dead_letters(self, agent_type: AgentType) -> list[DeadLetter]:
+        """Oldest first, like the in-memory queue (the list is pushed at its head)."""
+        raw = self._client.lrange(self._keys.dead_tasks(agent_type), 0, -1)
+        return [_dead_letter(agent_type, item) for item in reversed(raw)]
+
+    # -- the rest of the port ---------------------------------------------------------------
+
+    def discard(self, task_ids: Sequence[str]) -> int:
+        from rq.job import Job
+
+        job_ids = {job_id_for(t): t for t in task_ids}
+        queues = [self._queues[a] for a in AgentType]
+        removed = 0
+        items = list(job_ids.items())
+        for start in range(0, len(items), _DISCARD_CHUNK):
+            chunk = items[start : start + _DISCARD_CHUNK]
+            keys: list[str] = [q.key for q in queues]
+            for job_id, task_id in chunk:
+                keys += [Job.key_for(job_id), self._keys.task_guard(task_id)]
+            args: list[str | int] = [len(queues), *(q.name for q in queues), *(j for j, _ in chunk)]
+            removed += int(self._discard_script(keys=keys, args=args))
+        return removed
+
+    def size(self, agent_type: AgentType) -> int:
+        return int(self._client.llen(self._queues[agent_type].key))
+
+    def interrupt(self) -> None:
+        """Wake every ``consume`` of this instance in progress (each returns None)."""
+        from redis.exceptions import RedisError
+
+        with self._lock:
+            self._generation += 1
+            wake_keys = sorted(set(self._waiting.values()))
+            if not wake_keys:
+                return
+            # Pushed under the lock, so a consumer that unregisters after this (and clears
+            # its list) cannot be left with a push that lands later.
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for key in wake_keys:
+                    pipe.rpush(key, b"1")
+                    pipe.expire(key, _WAKE_TTL)
+                pipe.execute()
+            except RedisError as err:
+                # A consumer blocked on a broken connection fails by itself.
+                log.warning("queue_interrupt_failed", error=str(err))
+
+
+def _job_timeout(task: Task, now: datetime) -> int:
+    """Whole seconds until the task's deadline, at least 1 (RQ kills the job past it)."""
+    return max(1, math.ceil((task.deadline - now).total_seconds()))
+
+
+def _blpop_timeout(seconds: float) -> float:
+    """BLPOP's timeout, rounded up to a millisecond: 0 would mean forever."""
+    return max(1, math.ceil(seconds * 1000)) / 1000
+
+
+def _describe(err: BaseException) -> str:
+    cause = err.__cause__ or err.__context__
+    text = f"{type(err).__name__}: {err}".rstrip(": ")
+    if cause is not None:
+        text += f" ({type(cause).__name__}: {cause})"
+    return text
+
+
+def _raw_text(job: Any) -> str:
+    try:
+        data = job.data
+    except Exception:  # noqa: BLE001 - best effort: this is only for the record
+        return ""
+    return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+
+def _args_text(args: Any) -> str:
+    """A dead letter's payload: the single string argument as it was, else the args as JSON."""
+    if isinstance(args, list | tuple) and len(args) == 1 and isinstance(args[0], str):
+        return args[0]
+    try:
+        return json.dumps(args)
+    except (TypeError, ValueError):
+        return repr(args)
+
+
+def _dead_letter(agent_type: AgentType, raw: bytes | str) -> DeadLetter:
+    from reaper_engine.clock import utcnow
+
+    try:
+        doc = json.loads(raw)
+        at = datetime.fromisoformat(doc["at"])
+        return DeadLetter(
+            source=str(doc["source"]), payload=str(doc["payload"]), error=str(doc["error"]), at=at
+        )
+    except (ValueError, KeyError, TypeError):
+        # Written by something else: keep it visible rather than hide it.
+        text = as_text(raw)
+        return DeadLetter(
+            source=queue_name(agent_type), payload=text, error="unreadable dead letter", at=utcnow()
+        )

@@ -1,0 +1,97 @@
+"""The RQ job function: signed tasks run and report; refused ones report why, or dead-letter."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from agents.os_agents import LinuxAgent
+from agents.rq_job import JobContext, install, run_task
+from agents.simulation import SimulatedLab
+from agents.transports.router import TransportRouter
+from infra.memory import InMemoryEventBus, InMemoryTaskQueue
+from reaper_engine.models import Action, ResultStatus, TransportKind
+from reaper_engine.signing import TaskSigner
+from tests.factories import clock, make_task
+
+SECRET = b"job-test-secret-0123456789"
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[JobContext, InMemoryEventBus, list[tuple[str, str]]]]:
+    the_clock = clock()
+    bus = InMemoryEventBus()
+    lab = SimulatedLab(clock=the_clock)
+    agent = LinuxAgent(
+        InMemoryTaskQueue(), bus, TransportRouter({TransportKind.SIMULATED: lab}), clock=the_clock
+    )
+    dead: list[tuple[str, str]] = []
+    context = JobContext(
+        agent=agent,
+        signer=TaskSigner(SECRET),
+        dead_letter=lambda payload, error: dead.append((payload, error)),
+    )
+    install(context)
+    yield context, bus, dead
+    install(None)
+
+
+def results(bus: InMemoryEventBus, mission_id: str = "m1"):
+    return [d.event for d in bus.read(mission_id, timeout=0)]
+
+
+def test_a_signed_task_runs_and_its_result_is_published(setup):
+    context, bus, dead = setup
+    task = make_task(Action.SCAN)
+    summary = run_task(TaskSigner(SECRET).seal(task))
+    [event] = results(bus)
+    assert (event.task_id, event.status) == (task.task_id, ResultStatus.SUCCESS)
+    assert summary == {"status": "success", "task_id": task.task_id, "summary": event.summary}
+    assert context.agent.handled == 1
+    assert dead == []
+
+
+@pytest.mark.parametrize(
+    ("signer", "code"),
+    [(TaskSigner(None), "TASK_UNSIGNED"), (TaskSigner(b"x" * 20), "TASK_BAD_SIGNATURE")],
+)
+def test_unsigned_and_forged_tasks_are_reported_not_run(setup, signer, code):
+    context, bus, _dead = setup
+    task = make_task(Action.SCAN)
+    assert run_task(signer.seal(task))["code"] == code
+    [event] = results(bus)
+    assert (event.task_id, event.status, event.error_code) == (
+        task.task_id,
+        ResultStatus.ERROR,
+        code,
+    )
+    assert event.retriable is False
+    assert context.agent.handled == 0  # nothing ran
+    assert context.rejected[code] == 1
+
+
+def test_an_expired_task_is_reported_as_retriable(setup):
+    context, bus, _ = setup
+    task = make_task(Action.SCAN, timeout=60)
+    context.agent.clock.advance(61)
+    run_task(TaskSigner(SECRET).seal(task))
+    [event] = results(bus)
+    assert (event.error_code, event.retriable) == ("TASK_EXPIRED", True)
+
+
+@pytest.mark.parametrize("envelope", ["garbage", 42, json.dumps({"v": 1, "task": "{}"})])
+def test_an_envelope_naming_no_task_is_dead_lettered(setup, envelope):
+    context, bus, dead = setup
+    assert run_task(envelope)["status"] == "rejected"
+    assert results(bus) == []
+    [(_payload, error)] = dead
+    assert "TASK_MALFORMED" in error or "not an envelope" in error
+    assert sum(context.rejected.values()) == 1
+
+
+def test_without_a_context_the_job_refuses_to_run():
+    install(None)
+    with pytest.raises(RuntimeError, match="reaper worker"):
+        run_task("{}")

@@ -1,0 +1,123 @@
+"""Signed task envelopes: only the secret's holders can order work; nothing else runs."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from infra.signing import load_secret, signer_for
+from reaper_engine.models import Action
+from reaper_engine.signing import SecretError, TaskRejectedError, TaskSigner
+from tests.factories import T0, make_task
+
+SECRET = b"0123456789abcdef-test-secret"
+
+
+def rejection(signer: TaskSigner, envelope: str, now=T0) -> TaskRejectedError:
+    with pytest.raises(TaskRejectedError) as caught:
+        signer.open(envelope, now)
+    return caught.value
+
+
+def test_a_sealed_task_opens_to_the_same_task():
+    task = make_task(Action.REAP, params={"approved": []})
+    signer = TaskSigner(SECRET)
+    assert signer.open(signer.seal(task), T0) == task
+
+
+def test_a_tampered_task_is_refused_and_still_named():
+    signer = TaskSigner(SECRET)
+    doc = json.loads(signer.seal(make_task(Action.SCAN)))
+    doc["task"] = doc["task"].replace('"scan"', '"reap"')
+    err = rejection(signer, json.dumps(doc))
+    assert err.code == "TASK_BAD_SIGNATURE"
+    assert err.task is not None
+    assert err.task.action is Action.REAP
+
+
+def test_another_secret_does_not_verify():
+    envelope = TaskSigner(b"another-secret-of-16+bytes").seal(make_task())
+    assert rejection(TaskSigner(SECRET), envelope).code == "TASK_BAD_SIGNATURE"
+
+
+def test_an_unsigned_task_is_refused_by_a_worker_with_a_secret():
+    envelope = TaskSigner(None).seal(make_task())
+    assert json.loads(envelope)["sig"] is None
+    assert rejection(TaskSigner(SECRET), envelope).code == "TASK_UNSIGNED"
+
+
+def test_an_insecure_worker_runs_unsigned_tasks():
+    task = make_task()
+    assert TaskSigner(None).open(TaskSigner(None).seal(task), T0) == task
+
+
+def test_an_expired_task_is_refused():
+    signer = TaskSigner(SECRET)
+    envelope = signer.seal(make_task(timeout=60))
+    err = rejection(signer, envelope, now=T0 + timedelta(seconds=61))
+    assert err.code == "TASK_EXPIRED"
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        "not json",
+        "[]",
+        '{"v": 2, "task": "{}", "sig": null}',
+        '{"v": 1, "task": 7, "sig": null}',
+        '{"v": 1, "task": "{\\"task_id\\": 1}", "sig": null}',
+    ],
+)
+def test_malformed_envelopes_are_refused_without_a_task(envelope):
+    err = rejection(TaskSigner(SECRET), envelope)
+    assert err.code == "TASK_MALFORMED"
+    assert err.task is None
+
+
+@given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=6))
+def test_no_single_character_change_in_the_task_text_verifies(position, bit):
+    signer = TaskSigner(SECRET)
+    doc = json.loads(signer.seal(make_task(Action.REAP, params={"approved": []})))
+    text = doc["task"]
+    i = position % len(text)
+    changed = text[:i] + chr(ord(text[i]) ^ (1 << bit)) + text[i + 1 :]
+    doc["task"] = changed
+    with pytest.raises(TaskRejectedError) as caught:
+        signer.open(json.dumps(doc), T0)
+    assert caught.value.code in ("TASK_BAD_SIGNATURE", "TASK_MALFORMED")
+
+
+def test_a_short_secret_is_refused():
+    with pytest.raises(SecretError, match="at least 16"):
+        TaskSigner(b"short")
+
+
+def test_secret_precedence(tmp_path: Path):
+    file = tmp_path / "secret"
+    file.write_text("from-the-file-0123456789\n")
+    assert load_secret(file, env={}) == b"from-the-file-0123456789"
+    assert load_secret(None, env={"REAPER_SECRET_FILE": str(file)}) == b"from-the-file-0123456789"
+    assert load_secret(file, env={"REAPER_SECRET": "from-env-0123456789"}) == b"from-env-0123456789"
+    assert load_secret(None, env={}) is None
+
+
+def test_unreadable_or_empty_secret_files_are_clear_errors(tmp_path: Path):
+    with pytest.raises(SecretError, match="cannot read"):
+        load_secret(tmp_path / "missing", env={})
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(SecretError, match="empty"):
+        load_secret(empty, env={})
+
+
+def test_no_secret_refuses_unless_insecure():
+    with pytest.raises(SecretError, match="--insecure"):
+        signer_for(None, insecure=False, env={})
+    assert signer_for(None, insecure=True, env={}).insecure
+    # A secret wins over --insecure: asking for less safety never removes a signature.
+    assert not signer_for(None, insecure=True, env={"REAPER_SECRET": "x" * 16}).insecure
