@@ -301,6 +301,27 @@ def test_a_worker_killed_mid_task_is_replaced_and_the_mission_completes(fleet: F
     assert_each_result_applied_once(final)
 
 
+def test_sigterm_lets_a_worker_finish_its_task_before_it_exits(fleet: Fleet):
+    inventory = slow_inventory(fleet.tmp, latency=1.0)
+    fleet.engine()
+    worker = fleet.worker("linux", "worker-1")
+    mission_id = fleet.create(inventory, "--kind", "audit", "--task-timeout", "30")
+    wait_until(lambda: rq_started(fleet, "reaper-linux") >= 1, what="a task in flight")
+    os.killpg(worker.pid, signal.SIGTERM)
+    assert worker.wait(30) == 0
+    del fleet.procs["worker-1"]
+    # The task it was running finished and reported: applied, not timed out.
+    wait_until(
+        lambda: fleet.state(mission_id).counters.results_applied >= 1,
+        what="the interrupted worker's result",
+    )
+    fleet.worker("linux", "worker-2")
+    final = fleet.wait_finished(mission_id)
+    assert final.status is MissionStatus.COMPLETED
+    assert final.counters.timeouts == 0
+    assert_each_result_applied_once(final)
+
+
 def test_an_engine_killed_mid_mission_is_resumed_by_another(fleet: Fleet):
     inventory = slow_inventory(fleet.tmp, latency=0.1, hosts=3)
     fleet.engine("engine-a")

@@ -95,3 +95,25 @@ def test_without_a_context_the_job_refuses_to_run():
     install(None)
     with pytest.raises(RuntimeError, match="reaper worker"):
         run_task("{}")
+
+
+def test_a_signed_task_in_someone_elses_job_is_dead_lettered_without_a_result(setup):
+    context, bus, dead = setup
+    context.current_job_id = lambda: "some-other-job"
+    context.job_id_for = lambda task_id: task_id
+    task = make_task(Action.SCAN)
+    assert run_task(TaskSigner(SECRET).seal(task))["code"] == "TASK_JOB_MISMATCH"
+    assert results(bus) == []  # the task's own job may still run: report nothing for it
+    [(_, error)] = dead
+    assert "TASK_JOB_MISMATCH" in error
+    assert context.agent.handled == 0
+
+
+def test_a_task_in_its_own_job_runs(setup):
+    context, bus, _ = setup
+    assert results(bus) == []
+    task = make_task(Action.SCAN)
+    context.current_job_id = lambda: task.task_id
+    context.job_id_for = lambda task_id: task_id
+    assert run_task(TaskSigner(SECRET).seal(task))["status"] == "success"
+    assert [e.task_id for e in results(bus)] == [task.task_id]

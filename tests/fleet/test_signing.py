@@ -121,3 +121,16 @@ def test_no_secret_refuses_unless_insecure():
     assert signer_for(None, insecure=True, env={}).insecure
     # A secret wins over --insecure: asking for less safety never removes a signature.
     assert not signer_for(None, insecure=True, env={"REAPER_SECRET": "x" * 16}).insecure
+
+
+def test_a_task_from_a_newer_schema_is_refused_as_malformed():
+    signer = TaskSigner(SECRET)
+    doc = json.loads(signer.seal(make_task()))
+    newer = json.loads(doc["task"])
+    newer["schema_version"] = 999
+    text = json.dumps(newer)
+    # Signed with the real secret: a newer engine's task, not a forgery.
+    signed = {"v": 1, "task": text, "sig": "hmac-sha256:" + signer._mac(text)}
+    err = rejection(signer, json.dumps(signed))
+    assert err.code == "TASK_MALFORMED"
+    assert "schema_version 999" in str(err)
