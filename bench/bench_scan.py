@@ -184,7 +184,7 @@ def measure(reps: int, rules: tuple[Rule, ...]) -> tuple[dict[str, float], int, 
             },
             reps,
         )
-        # A first scan: no CPU history, so it reads twice 0.25 s apart (agents/cpu_sampler.py).
+        # A first scan: no CPU history, so it reads twice 0.2 s apart (agents/cpu_sampler.py).
         sampling: list[float] = []
         for _ in range(SAMPLING_REPS):
             fresh = LocalTransportFactory(reader=reader).open(HOST)

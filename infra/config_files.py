@@ -16,7 +16,6 @@ after merging still points into the file that caused it.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -373,6 +372,8 @@ def write_default_config(path: Path, *, force: bool = False) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write a sibling and rename: an interrupted write never leaves half a config behind.
+        import tempfile  # noqa: PLC0415 - only writers need it, not every scan
+
         fd, tmp = tempfile.mkstemp(prefix=".reaper-", suffix=".toml", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -108,7 +108,7 @@ class ScannerSettings(BaseModel):
 
     # A one-shot scan has no previous sample to diff against, so it samples CPU for this long;
     # capped because a scan that takes seconds makes the CLI feel broken.
-    cpu_sample_seconds: float = Field(default=0.25, gt=0, le=2)
+    cpu_sample_seconds: float = Field(default=0.2, gt=0, le=2)
     use_procfs: bool = True
 
 

@@ -30,8 +30,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from reaper_engine.models import AgentType, MissionState, ResultEvent, Task
+from reaper_engine.models import AgentType, ResultEvent, Task
+
+if TYPE_CHECKING:
+    from reaper_engine.models import MissionState
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,7 +141,7 @@ class LocalTransportFactory:
         *,
         reader: ProcessReader | None = None,
         signaller: Signaller | None = None,
-        sample_seconds: float = 0.25,
+        sample_seconds: float = 0.2,
         capture_baseline: bool = False,
         cpu_probe: CpuProbe | None = None,
     ) -> None:

@@ -1,30 +1,56 @@
 """The ``reaper`` command group: global options, and where each command is registered.
 
-Importing this module imports click and the command modules, which import nothing heavy at
-module level: ``reaper --help`` never loads the engine, pydantic, structlog or Rich (a test
-checks this, and ``bench/bench_startup.py`` measures it).
+Importing this module imports click only; a command's module is imported when that command
+runs, or when ``--help`` lists it. Command modules import nothing heavy at module level:
+``reaper --help`` never loads the engine, pydantic, structlog or Rich (a test checks this, and
+``bench/bench_startup.py`` measures it).
 """
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
-from overseer.cli import (
-    config_cmd,
-    daemon_cmd,
-    explain_cmd,
-    fleet_cmd,
-    kill_cmd,
-    rules_cmd,
-    scan_cmd,
-    service_cmd,
-)
 from overseer.cli.common import Settings
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+# Each command's module, imported only when that command runs (or --help lists it): a
+# command line that loads every module to run one of them pays ~10 ms for the others. Each
+# module's ``register(group)`` adds its commands; a test checks this map against them.
+COMMAND_MODULES: dict[str, str] = {
+    "scan": "scan_cmd",
+    "kill": "kill_cmd",
+    "explain": "explain_cmd",
+    "rules": "rules_cmd",
+    "config": "config_cmd",
+    "start": "daemon_cmd",
+    "stop": "daemon_cmd",
+    "status": "daemon_cmd",
+    "metrics": "daemon_cmd",
+    "service": "service_cmd",
+    "worker": "fleet_cmd",
+    "engine": "fleet_cmd",
+    "health": "fleet_cmd",
+    "mission": "fleet_cmd",
+}
 
-@click.group(context_settings=CONTEXT)
+
+class LazyGroup(click.Group):
+    """A group whose commands are registered by their module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMAND_MODULES, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMAND_MODULES.get(cmd_name)
+        if cmd_name not in self.commands and module is not None:
+            importlib.import_module(f"overseer.cli.{module}").register(self)
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Log errors only.")
 @click.option(
@@ -50,19 +76,6 @@ def reaper(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> No
     if verbose and quiet:
         raise click.UsageError("--verbose and --quiet exclude each other")
     ctx.obj = Settings(verbosity=-1 if quiet else verbose, log_format=log_format)
-
-
-scan_cmd.register(reaper)
-kill_cmd.register(reaper)
-explain_cmd.register(reaper)
-rules_cmd.register(reaper)
-config_cmd.register(reaper)
-
-# --- commands owned by other modules -------------------------------------------------------
-daemon_cmd.register(reaper)  # reaper start / stop / status / metrics
-service_cmd.register(reaper)  # reaper service install / uninstall / status
-fleet_cmd.register(reaper)  # reaper worker / engine / mission ...
-# -------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:

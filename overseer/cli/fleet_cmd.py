@@ -90,6 +90,7 @@ def _connect(
     no work, so they need no secret."""
     from infra.redis.connection import RedisUnavailableError
     from overseer.fleet.setup import open_redis_ports, resolve
+    from reaper_engine.errors import ConfigError
     from reaper_engine.signing import SecretError
 
     loaded = load(fleet.config_path)
@@ -107,6 +108,8 @@ def _connect(
         ports = open_redis_ports(setup)
     except RedisUnavailableError as err:
         raise CliError(str(err), EXIT_UNAVAILABLE) from None
+    except ConfigError as err:  # a malformed URL is a usage error, not an outage
+        raise CliError(str(err), EXIT_USAGE) from None
     return loaded, setup, ports
 
 

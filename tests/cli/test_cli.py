@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from infra.config_files import load_config
 from overseer.cli import common
-from overseer.cli.app import reaper
+from overseer.cli.app import COMMAND_MODULES, reaper
 from reaper_engine.config import ReaperConfig
 from tests.cli.conftest import VICTIM, Victims, linux_only, scoped_config, unused_pid
 from tests.integration.conftest import alive, descendants_by_cmdline, wait_until
@@ -42,6 +44,21 @@ def test_help_lists_every_command(runner):
     for command in ("scan", "kill", "explain", "rules", "config"):
         assert command in result.output
     assert "Exit codes" in result.output
+
+
+def test_the_lazy_command_map_matches_what_each_module_registers():
+    registered: dict[str, str] = {}
+    for module in sorted(set(COMMAND_MODULES.values())):
+        group = click.Group()
+        importlib.import_module(f"overseer.cli.{module}").register(group)
+        registered.update(dict.fromkeys(group.commands, module))
+    assert registered == COMMAND_MODULES
+
+
+def test_an_unknown_command_is_a_usage_error(runner):
+    result = run(runner, "reap-everything")
+    assert result.exit_code == 2
+    assert "No such command" in result.output
 
 
 def test_version(runner):

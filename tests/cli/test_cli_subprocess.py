@@ -58,6 +58,12 @@ def env(home: Path) -> dict[str, str]:
 def modules_after(args: list[str], env: dict[str, str]) -> set[str]:
     """Top-level package names in sys.modules after running ``reaper ARGS`` in a fresh
     interpreter (the entry point the console script calls)."""
+    return {name.split(".")[0] for name in all_modules_after(args, env)}
+
+
+def all_modules_after(args: list[str], env: dict[str, str]) -> set[str]:
+    """Every module name in sys.modules after running ``reaper ARGS`` in a fresh
+    interpreter."""
     script = textwrap.dedent(
         f"""
         import sys
@@ -77,8 +83,7 @@ def modules_after(args: list[str], env: dict[str, str]) -> set[str]:
         timeout=60,
         check=True,
     )
-    listed = done.stderr.rsplit("MODULES ", 1)[1].split()
-    return {name.split(".")[0] for name in listed}
+    return set(done.stderr.rsplit("MODULES ", 1)[1].split())
 
 
 def test_help_imports_nothing_heavy_not_even_the_engine(env):
@@ -96,6 +101,13 @@ def test_scan_imports_nothing_heavy(env):
     # Nothing was logged at the default level: structlog (~90 ms) was never imported; Rich
     # only prints to a terminal.
     assert not loaded & {"structlog", "rich"}
+
+
+def test_a_command_loads_its_own_module_only(env):
+    loaded = all_modules_after(["scan", "--json"], env)
+    assert "overseer.cli.scan_cmd" in loaded
+    others = {"kill_cmd", "config_cmd", "daemon_cmd", "service_cmd", "fleet_cmd", "rules_cmd"}
+    assert not loaded & {f"overseer.cli.{name}" for name in others}
 
 
 @needs_script

@@ -82,7 +82,7 @@ def test_a_host_adopts_a_mission_created_elsewhere_and_completes_it(world: World
     runner = threading.Thread(target=host.run, args=(stop,), daemon=True)
     runner.start()
     try:
-        wait_until(lambda: status(world, mission_id).is_terminal, what="mission to end")
+        wait_until(lambda: status(world, mission_id).is_terminal, timeout=60, what="mission to end")
         assert status(world, mission_id) is MissionStatus.COMPLETED
         # Finished missions are let go: the lease is free again.
         wait_until(lambda: host.missions == [], what="the engine to let go")
@@ -123,7 +123,7 @@ def test_a_dead_hosts_mission_is_adopted_once_its_lease_lapses(world: World):
     b.step()
     assert b.missions == [mission_id]
     try:
-        wait_until(lambda: status(world, mission_id).is_terminal, what="mission to end")
+        wait_until(lambda: status(world, mission_id).is_terminal, timeout=60, what="mission to end")
         assert status(world, mission_id) is MissionStatus.COMPLETED
     finally:
         assert b.shutdown(10)

@@ -102,7 +102,7 @@ def test_section_defaults_are_seed_000s() -> None:
         enabled=True, urgency="normal", timeout_ms=5000
     )
     assert config.metrics == MetricsSettings(enabled=True, http_port=9090, path="/metrics")
-    assert config.scanner == ScannerSettings(cpu_sample_seconds=0.25, use_procfs=True)
+    assert config.scanner == ScannerSettings(cpu_sample_seconds=0.2, use_procfs=True)
     assert config.safety == SafetySettings()
     assert config.safety.whitelist_processes == DEFAULT_WHITELIST
     assert config.safety.min_pid == 1000

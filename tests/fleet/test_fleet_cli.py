@@ -1,0 +1,69 @@
+"""Fleet commands fail early and clearly, before they touch Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from overseer.cli.app import reaper
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("REAPER_CONFIG", raising=False)
+    monkeypatch.delenv("REAPER_SECRET", raising=False)
+    monkeypatch.delenv("REAPER_SECRET_FILE", raising=False)
+    # Nothing listens here: a command that got as far as connecting would say so.
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
+
+    def invoke(*args: str):
+        return CliRunner().invoke(reaper, list(args))
+
+    return invoke
+
+
+def test_a_bad_inventory_is_one_line_naming_file_and_key(run, tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[hosts]]\nhost_id = "a"\nos = "plan9"\ntransport = "simulated"\n')
+    result = run("mission", "create", "--inventory", str(bad), "--kind", "audit", "--insecure")
+    assert result.exit_code == 2
+    assert str(bad) in result.output
+    assert "os" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_missing_inventory_is_a_clear_error(run, tmp_path: Path):
+    missing = tmp_path / "nope.toml"
+    result = run("mission", "create", "--inventory", str(missing), "--kind", "audit")
+    assert result.exit_code == 2
+    assert "nope.toml" in result.output
+
+
+def test_no_secret_is_refused_before_connecting(run):
+    result = run("mission", "create", "--inventory", "examples/lab.toml", "--kind", "audit")
+    assert result.exit_code == 2
+    assert "REAPER_SECRET" in result.output
+    assert "--insecure" in result.output
+
+
+def test_a_short_secret_is_refused(run, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("REAPER_SECRET", "short")
+    result = run("worker", "--agent", "linux")
+    assert result.exit_code == 2
+    assert "at least 16" in result.output
+
+
+def test_reading_commands_need_no_secret_but_do_need_redis(run):
+    result = run("mission", "list")
+    assert result.exit_code == 5  # got past the secret check, then found no Redis
+    assert "127.0.0.1:9" in result.output
+
+
+def test_an_unsupported_url_scheme_is_refused(run):
+    result = run("mission", "list", "--redis-url", "http://example.invalid/")
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
