@@ -136,13 +136,15 @@ class EngineHost:
 
     def _adopt(self, mission_ids: Iterable[str]) -> None:
         for mission_id in mission_ids:
-            state = self.store.load(mission_id)
-            if state is None:
-                continue
-            if state.status.is_terminal:
-                self._finished.add(mission_id)
-                continue
+            # The lease first: a mission a live peer runs costs one SET NX per poll, not a
+            # load of its whole state.
             if not self.leases.acquire(mission_id, self.engine_id, self.lease_seconds):
+                continue
+            state = self.store.load(mission_id)
+            if state is None or state.status.is_terminal:
+                if state is not None:
+                    self._finished.add(mission_id)
+                self.leases.release(mission_id, self.engine_id)
                 continue
             self._start(state)
 

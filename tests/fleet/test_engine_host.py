@@ -155,3 +155,29 @@ def test_a_short_lease_is_refused(world: World):
             poll_seconds=1,
             lease_seconds=2,
         )
+
+
+def test_a_mission_a_peer_holds_is_not_loaded_and_a_finished_one_not_held(world: World):
+    mission_id = world.create("h1")
+    assert world.leases.acquire(mission_id, "engine-peer", 10)
+    loads: list[str] = []
+    load = world.store.load
+
+    def counting_load(mid: str):
+        loads.append(mid)
+        return load(mid)
+
+    world.store.load = counting_load  # type: ignore[method-assign]
+    a = world.host("engine-a")
+    a.step()
+    a.step()
+    assert (a.missions, loads) == ([], [])
+    # A finished mission is looked at once, and its lease is not kept.
+    service = bootstrap(store=world.store, queue=world.queue, bus=world.bus, run_loops=False)
+    world.leases.release(mission_id, "engine-peer")
+    service.cancel_mission(mission_id)
+    loads.clear()
+    a.step()
+    a.step()
+    assert (a.missions, loads) == ([], [mission_id])
+    assert world.leases.acquire(mission_id, "engine-b", 10)
