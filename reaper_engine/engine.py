@@ -116,6 +116,7 @@ class MissionEngine:
         self.listener = listener
         self.redeliver_after_seconds = redeliver_after_seconds
         self.max_deliveries = max_deliveries
+        self.left_pending = 0  # deliveries of this loop turn that failed and await a retry
         self._lock = threading.RLock()
         self._log = log.bind(mission_id=mission_id)
 
@@ -160,13 +161,16 @@ class MissionEngine:
             now = self.clock.now()
             changed = False
             for event in events:
+                if event.mission_id != self.mission_id:
+                    # Judged alone: one stray event must not cost the batch its real results.
+                    verdicts.append(ApplyResult.UNKNOWN_MISSION)
+                    continue
                 verdict = self._apply_event(state, event, fx, now)
                 changed |= verdict in (ApplyResult.APPLIED, ApplyResult.LATE)
                 verdicts.append(verdict)
             return changed
 
-        mine = all(e.mission_id == self.mission_id for e in events)
-        if not mine or self._mutate(change) is None:
+        if self._mutate(change) is None:
             verdicts = [ApplyResult.UNKNOWN_MISSION] * len(events)
         for event, verdict in zip(events, verdicts, strict=True):
             if verdict is ApplyResult.APPLIED:
@@ -275,30 +279,49 @@ class MissionEngine:
         re-publishes in-flight tasks and reclaims events another reader left unacknowledged.
         """
         with structlog.contextvars.bound_contextvars(mission_id=self.mission_id):
-            if resume:
-                self.resume()
-                for delivery in self.bus.claim_stale(self.mission_id, min_idle_seconds=0):
-                    self.handle_delivery(delivery)
+            recover = resume
             next_claim = time.monotonic() + self.redeliver_after_seconds / 2
             backoff = _BACKOFF_FIRST
             while not stop.is_set():
                 try:
+                    self.left_pending = 0
+                    if recover:
+                        self._recover()
+                        recover = False
                     state = self._loop_once(max_wait)
                     if state is None or state.status.is_terminal:
                         break
+                    if self.left_pending:
+                        # A result that failed to apply: retry it soon, but not in a hot loop.
+                        recover = True
+                        stop.wait(backoff)
+                        backoff = min(backoff * 2, _BACKOFF_MAX)
+                        continue
                     if time.monotonic() >= next_claim:
                         next_claim = time.monotonic() + self.redeliver_after_seconds / 2
+                        # Also the safety net for effects a save's lost reply left undone.
+                        self.resume()
                         for delivery in self.bus.claim_stale(
                             self.mission_id, min_idle_seconds=self.redeliver_after_seconds
                         ):
                             self.handle_delivery(delivery)
                 except Exception:  # noqa: BLE001 - a store or bus error must not end the loop
                     self._log.exception("engine_loop_error")
+                    # What the error interrupted (a publish after a save, an unacknowledged
+                    # batch) is redone as soon as the backend answers, not after the
+                    # redelivery delay or a task's deadline.
+                    recover = True
                     stop.wait(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX)
                     continue
                 backoff = _BACKOFF_FIRST
             return self.store.load(self.mission_id)
+
+    def _recover(self) -> None:
+        """Re-publish in-flight tasks and take back every unacknowledged result at once."""
+        self.resume()
+        for delivery in self.bus.claim_stale(self.mission_id, min_idle_seconds=0):
+            self.handle_delivery(delivery)
 
     def _loop_once(self, max_wait: float) -> MissionState | None:
         """One turn: time-based work, then results until the next thing falls due."""
@@ -315,7 +338,10 @@ class MissionEngine:
 
     def handle_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         """Apply a batch in one save and acknowledge it; if the batch fails, fall back to one
-        delivery at a time so that a poison event is isolated and the rest still apply."""
+        delivery at a time so that a poison event is isolated and the rest still apply.
+
+        What still fails is left pending and noted (``left_pending``): the event loop backs
+        off and takes it back at once, rather than after the redelivery delay."""
         if len(deliveries) <= 1:
             for delivery in deliveries:
                 self.handle_delivery(delivery)
@@ -327,7 +353,7 @@ class MissionEngine:
             for delivery in deliveries:
                 self.handle_delivery(delivery)
             return
-        self.bus.ack(self.mission_id, [d.delivery_id for d in deliveries])
+        self._acknowledge(deliveries)
 
     def handle_delivery(self, delivery: Delivery) -> None:
         """Process one delivery; acknowledge it only once its change is saved."""
@@ -341,8 +367,26 @@ class MissionEngine:
             )
             if delivery.deliveries >= self.max_deliveries:
                 self.bus.dead_letter(delivery, f"{type(err).__name__}: {err}")
-            return  # left pending: re-delivered by claim_stale
-        self.bus.ack(self.mission_id, [delivery.delivery_id])
+            else:
+                self.left_pending += 1  # re-delivered by claim_stale
+            return
+        self._acknowledge([delivery])
+
+    def _acknowledge(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge what was handled; dead-letter events that belong to another mission
+        (a bug or a forgery: either way someone should see them)."""
+        done = []
+        for delivery in deliveries:
+            if delivery.event.mission_id != self.mission_id:
+                self.bus.dead_letter(
+                    delivery,
+                    f"EVENT_FOREIGN_MISSION: event for mission '{delivery.event.mission_id}' "
+                    f"read from mission '{self.mission_id}'",
+                )
+            else:
+                done.append(delivery.delivery_id)
+        if done:
+            self.bus.ack(self.mission_id, done)
 
     # -- state changes ----------------------------------------------------------------------
 

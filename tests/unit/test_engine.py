@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from agents.os_agents import AGENTS
 from agents.simulation import SimulatedLab
 from agents.transports.router import TransportRouter
+from infra.codec import encode
 from infra.memory import InMemoryEventBus, InMemoryMissionStore, InMemoryTaskQueue
 from reaper_engine.clock import ManualClock
 from reaper_engine.engine import (
@@ -44,6 +45,7 @@ from reaper_engine.planner import PlannedTask
 from reaper_engine.rule_planner import RuleBasedPlanner
 from tests.factories import clock as make_clock
 from tests.factories import host_spec, make_state, make_task, result_for
+from tests.integration.conftest import wait_until
 
 LINUX = host_spec("lnx", OS.LINUX, options={"process_table": "linux-incident"})
 MAC = host_spec("mac", OS.MACOS, user="dana", options={"process_table": "macos-dev"})
@@ -645,3 +647,107 @@ def test_a_poison_event_in_a_batch_does_not_hold_back_the_others(monkeypatch):
     assert poison in state.pending_tasks  # not applied, left for re-delivery
     assert tasks[1].task_id in state.completed_tasks
     assert rig.bus.pending_count("m1") == 1
+
+
+def test_a_foreign_event_in_a_batch_is_dead_lettered_and_the_others_apply():
+    rig = Rig(LINUX, MAC)
+    rig.start()
+    first, second = (rig.run(task) for task in rig.take())
+    stray = first.model_copy(update={"mission_id": "m-other", "task_id": "t-stray"})
+    rig.bus.publish(first)
+    rig.bus.push_raw("m1", encode(stray))  # in m1's stream, as a bug or a forger could put it
+    rig.bus.publish(second)
+    batch = rig.bus.read("m1", timeout=0)
+    assert len(batch) == 3
+    rig.engine.handle_deliveries(batch)
+    state = rig.state()
+    assert {first.task_id, second.task_id} <= set(state.completed_tasks)
+    assert state.counters.results_applied == 2
+    assert rig.bus.pending_count("m1") == 0
+    dead = only(rig.bus.dead_letters("m1"))
+    assert "EVENT_FOREIGN_MISSION" in dead.error
+    assert "m-other" in dead.error
+
+
+class FlakyQueue(InMemoryTaskQueue):
+    """Fails the next ``failures`` batch publishes, as a Redis outage would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    def publish_many(self, tasks: Sequence[Task]) -> int:
+        if self.failures and tasks:
+            self.failures -= 1
+            raise ConnectionError("backend went away")
+        return super().publish_many(tasks)
+
+
+def test_tasks_a_failed_publish_left_undispatched_go_out_once_the_backend_answers():
+    rig = Rig(LINUX)
+    queue = rig.queue = FlakyQueue()
+    rig.engine = rig.new_engine()
+    rig.start()
+    discover = only(rig.take())
+    router = TransportRouter({LINUX.transport: rig.lab})
+    agent = AGENTS[discover.agent_type](rig.queue, rig.bus, router, clock=rig.clock)
+    rig.queue.failures = 1  # the scan task the discover result leads to is saved, not queued
+    rig.bus.publish(agent.handle(discover))
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=rig.engine.run_event_loop, args=(stop,), kwargs={"max_wait": 0.05}
+    )
+    loop.start()
+    try:
+        scan = wait_for_task(queue, AgentType.LINUX)
+    finally:
+        stop.set()
+        rig.bus.interrupt()
+        loop.join(10)
+    assert not loop.is_alive()
+    assert scan.action is Action.SCAN
+    assert scan.task_id in rig.state().pending_tasks
+
+
+def test_a_result_that_failed_to_apply_is_retried_at_once_not_after_the_redelivery_delay():
+    rig = Rig(LINUX)
+    rig.start()
+    rig.bus.publish(rig.run(only(rig.take())))
+    rig.engine.redeliver_after_seconds = 3600  # only the prompt retry can apply it in time
+    real = rig.engine.process_result
+    failures = [1]
+
+    def flaky(event):
+        if failures[0]:
+            failures[0] -= 1
+            raise ConnectionError("backend went away")
+        return real(event)
+
+    rig.engine.process_result = flaky  # type: ignore[method-assign]
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=rig.engine.run_event_loop, args=(stop,), kwargs={"max_wait": 0.05}
+    )
+    loop.start()
+    try:
+        wait_until(lambda: rig.state().counters.results_applied == 1, timeout=30, what="the retry")
+    finally:
+        stop.set()
+        rig.bus.interrupt()
+        loop.join(10)
+    assert not loop.is_alive()
+    assert rig.bus.pending_count("m1") == 0
+    assert rig.bus.dead_letters("m1") == []
+
+
+def wait_for_task(queue: InMemoryTaskQueue, agent_type: AgentType) -> Task:
+    found: list[Task] = []
+
+    def arrived() -> bool:
+        task = queue.consume(agent_type, timeout=0.1)
+        if task is not None:
+            found.append(task)
+        return bool(found)
+
+    wait_until(arrived, timeout=30, what="the task to be queued")
+    return found[0]
