@@ -25,6 +25,7 @@ from reaper_engine.errors import ConcurrentUpdateError
 from reaper_engine.models import (
     Action,
     DiscoverData,
+    Finding,
     HostOutcome,
     HostState,
     HostStatus,
@@ -85,12 +86,32 @@ Listener = Callable[[EngineNotice], None]
 
 @dataclass
 class _Effects:
+    """What one change of the state leads to once saved, plus that change's bookkeeping."""
+
     publish: list[Task] = field(default_factory=list)
     discard: list[str] = field(default_factory=list)
     notices: list[tuple[str, str | None, str]] = field(default_factory=list)
+    # Pending task ids by host, built on first use and kept up to date by the change: "is
+    # this host still busy?" is then O(1), not a walk over every pending task per result.
+    _pending_by_host: dict[str, set[str]] | None = None
 
     def note(self, kind: str, host_id: str | None, detail: str) -> None:
         self.notices.append((kind, host_id, detail))
+
+    def has_pending(self, state: MissionState, host_id: str) -> bool:
+        if self._pending_by_host is None:
+            self._pending_by_host = {}
+            for task_id, pending in state.pending_tasks.items():
+                self._pending_by_host.setdefault(pending.task.host_id, set()).add(task_id)
+        return bool(self._pending_by_host.get(host_id))
+
+    def pending_added(self, task: Task) -> None:
+        if self._pending_by_host is not None:
+            self._pending_by_host.setdefault(task.host_id, set()).add(task.task_id)
+
+    def pending_removed(self, task: Task) -> None:
+        if self._pending_by_host is not None:
+            self._pending_by_host.get(task.host_id, set()).discard(task.task_id)
 
 
 class MissionEngine:
@@ -106,6 +127,7 @@ class MissionEngine:
         listener: Listener | None = None,
         redeliver_after_seconds: float = 30.0,
         max_deliveries: int = 3,
+        batch_size: int = 500,
     ) -> None:
         self.mission_id = mission_id
         self.store = store
@@ -117,6 +139,8 @@ class MissionEngine:
         self.redeliver_after_seconds = redeliver_after_seconds
         self.max_deliveries = max_deliveries
         self.left_pending = 0  # deliveries of this loop turn that failed and await a retry
+        self.batch_size = batch_size
+        self._reusable: MissionState | None = None  # see _mutate
         self._lock = threading.RLock()
         self._log = log.bind(mission_id=mission_id)
 
@@ -170,7 +194,7 @@ class MissionEngine:
                 verdicts.append(verdict)
             return changed
 
-        if self._mutate(change) is None:
+        if self._mutate(change, reuse=True) is None:
             verdicts = [ApplyResult.UNKNOWN_MISSION] * len(events)
         for event, verdict in zip(events, verdicts, strict=True):
             if verdict is ApplyResult.APPLIED:
@@ -227,7 +251,7 @@ class MissionEngine:
                 state.updated_at = now
             return changed
 
-        return self._mutate(change)
+        return self._mutate(change, keep=True)
 
     def cancel(self, reason: str = "cancelled by operator") -> MissionState | None:
         """Stop scheduling: queued tasks are withdrawn, late results are ignored."""
@@ -288,8 +312,7 @@ class MissionEngine:
                     if recover:
                         self._recover()
                         recover = False
-                    state = self._loop_once(max_wait)
-                    if state is None or state.status.is_terminal:
+                    if not self.step(max_wait):
                         break
                     if self.left_pending:
                         # A result that failed to apply: retry it soon, but not in a hot loop.
@@ -323,17 +346,30 @@ class MissionEngine:
         for delivery in self.bus.claim_stale(self.mission_id, min_idle_seconds=0):
             self.handle_delivery(delivery)
 
-    def _loop_once(self, max_wait: float) -> MissionState | None:
-        """One turn: time-based work, then results until the next thing falls due."""
+    def step(self, max_wait: float) -> bool:
+        """One turn of the event loop: time-based work, then results until the next thing
+        falls due; False once the mission has ended (or is gone)."""
         state = self.tick()
         if state is None or state.status.is_terminal:
-            return state
+            return False
         wait = max_wait
         wakeup = state.next_wakeup()
         if wakeup is not None:
             due_in = (wakeup - self.clock.now()).total_seconds()
             wait = min(max_wait, max(0.0, due_in))
-        self.handle_deliveries(self.bus.read(self.mission_id, timeout=wait))
+        # ``state`` may be changed in place from here on (see _mutate): not looked at again.
+        self.handle_deliveries(
+            self.bus.read(self.mission_id, timeout=wait, max_count=self.batch_size)
+        )
+        return True
+        wait = max_wait
+        wakeup = state.next_wakeup()
+        if wakeup is not None:
+            due_in = (wakeup - self.clock.now()).total_seconds()
+            wait = min(max_wait, max(0.0, due_in))
+        self.handle_deliveries(
+            self.bus.read(self.mission_id, timeout=wait, max_count=self.batch_size)
+        )
         return state
 
     def handle_deliveries(self, deliveries: Sequence[Delivery]) -> None:
@@ -390,21 +426,39 @@ class MissionEngine:
 
     # -- state changes ----------------------------------------------------------------------
 
-    def _mutate(self, change: Callable[[MissionState, _Effects], bool]) -> MissionState | None:
-        """Load, change, compare-and-set save (retrying on conflict), then carry out effects."""
+    def _mutate(
+        self,
+        change: Callable[[MissionState, _Effects], bool],
+        *,
+        reuse: bool = False,
+        keep: bool = False,
+    ) -> MissionState | None:
+        """Load, change, compare-and-set save (retrying on conflict), then carry out effects.
+
+        ``keep`` hands the resulting state to the next call made with ``reuse``, which then
+        skips its load: the event loop's tick() and the batch after it load the mission once,
+        not twice (a load decodes the whole state: the larger part of a result's cost in a
+        big mission). A stale state is safe to reuse: its save fails the version check,
+        and the change is made again on a fresh load. Any other call forgets it, and so
+        does a failure, since ``change`` may have half-changed it.
+        """
         with self._lock:
+            reused, self._reusable = (self._reusable if reuse else None), None
             for _ in range(_SAVE_RETRIES):
-                state = self.store.load(self.mission_id)
+                state = reused if reused is not None else self.store.load(self.mission_id)
+                reused = None
                 if state is None:
                     return None
                 fx = _Effects()
                 if not change(state, fx):
+                    self._reusable = state if keep else None
                     return state
                 try:
                     saved = self.store.save(state)
                 except ConcurrentUpdateError:
                     self._log.info("mission_save_conflict_retrying")
                     continue
+                self._reusable = saved if keep else None
                 self._carry_out(saved, fx)
                 return saved
             raise ConcurrentUpdateError(
@@ -433,7 +487,7 @@ class MissionEngine:
     ) -> None:
         host = state.hosts[task.host_id]
         event = self._apply_payload(host, task, event, state)
-        _complete(state, task, event.status, event.error_code, event.summary, now)
+        _complete(state, task, event.status, event.error_code, event.summary, now, fx)
         host.remember_task(task.task_id)
         state.counters.results_applied += 1
         fx.note(
@@ -457,9 +511,10 @@ class MissionEngine:
         )
         if state.status is MissionStatus.RUNNING and not host.locked:
             planned = self._ask_planner(lambda: self.planner.next_tasks(state, task, event))
-            self._admit(state, planned, fx, now)
-            self._dispatch_due(state, fx, now)
-        self._settle(state, fx, now)
+            # Only what this result admitted can be newly due: tick() dispatches the rest.
+            self._dispatch_due(state, fx, now, self._admit(state, planned, fx, now))
+        # Only this host's tasks changed, so only it can have finished.
+        self._settle(state, fx, now, host)
         state.updated_at = now
 
     def _apply_payload(
@@ -476,11 +531,12 @@ class MissionEngine:
                         **DiscoverData.model_validate(event.data).model_dump(mode="json"),
                     }
                 case Action.SCAN:
+                    before = host.findings
                     host.findings = list(ScanData.model_validate(event.data).findings)
-                    # Derived, so a rescan or a retried scan does not count findings twice.
-                    findings = [f for h in state.hosts.values() for f in h.findings]
-                    state.counters.findings = len(findings)
-                    state.counters.protected = sum(1 for f in findings if not f.killable)
+                    # By difference, so a rescan or a retried scan does not count findings
+                    # twice (and a result costs the same whatever the mission's size).
+                    state.counters.findings += len(host.findings) - len(before)
+                    state.counters.protected += _protected(host.findings) - _protected(before)
                 case Action.REAP:
                     self._record_kills(state, host, ReapData.model_validate(event.data))
                 case Action.VERIFY:
@@ -527,7 +583,7 @@ class MissionEngine:
         self, state: MissionState, task: Task, code: str, why: str, fx: _Effects, now: datetime
     ) -> None:
         """End a task without its result: keep a record, pull it from the queue."""
-        _complete(state, task, ResultStatus.ERROR, code, why, now)
+        _complete(state, task, ResultStatus.ERROR, code, why, now, fx)
         fx.discard.append(task.task_id)
 
     def _fold_late(self, state: MissionState, record: TaskRecord, event: ResultEvent) -> None:
@@ -563,8 +619,10 @@ class MissionEngine:
 
     def _admit(
         self, state: MissionState, planned: list[PlannedTask], fx: _Effects, now: datetime
-    ) -> None:
-        """Turn proposals into tasks, enforcing the limits the planner cannot override."""
+    ) -> list[str]:
+        """Turn proposals into tasks, enforcing the limits the planner cannot override;
+        returns the ids of the tasks admitted."""
+        admitted: list[str] = []
         for proposal in planned:
             host = state.hosts.get(proposal.host_id)
             refusal = self._refusal(state, host, proposal)
@@ -583,7 +641,10 @@ class MissionEngine:
                 state.counters.retries += 1
             task = self._materialise(state, host, proposal, params, now)
             state.pending_tasks[task.task_id] = PendingTask(task=task)
+            fx.pending_added(task)
             host.outcome = None
+            admitted.append(task.task_id)
+        return admitted
 
     def _refusal(
         self, state: MissionState, host: HostState | None, proposal: PlannedTask
@@ -649,12 +710,20 @@ class MissionEngine:
             target=host.spec,
         )
 
-    def _dispatch_due(self, state: MissionState, fx: _Effects, now: datetime) -> bool:
-        due = [
-            p
-            for p in state.pending_tasks.values()
-            if p.dispatched_at is None and p.task.is_due(now)
-        ]
+    def _dispatch_due(
+        self,
+        state: MissionState,
+        fx: _Effects,
+        now: datetime,
+        task_ids: Sequence[str] | None = None,
+    ) -> bool:
+        """Dispatch the pending tasks that are due: all of them, or those of ``task_ids``."""
+        candidates = (
+            state.pending_tasks.values()
+            if task_ids is None
+            else (state.pending_tasks[t] for t in task_ids if t in state.pending_tasks)
+        )
+        due = [p for p in candidates if p.dispatched_at is None and p.task.is_due(now)]
         for pending in due:
             state.pending_tasks[pending.task.task_id] = PendingTask(
                 task=pending.task, dispatched_at=now
@@ -668,22 +737,21 @@ class MissionEngine:
             )
         return bool(due)
 
-    def _settle(self, state: MissionState, fx: _Effects, now: datetime) -> None:
-        """Record the outcome of hosts with nothing left to do; complete the mission if done."""
+    def _settle(
+        self, state: MissionState, fx: _Effects, now: datetime, only: HostState | None = None
+    ) -> None:
+        """Record the outcome of hosts with nothing left to do (every host, or ``only``);
+        complete the mission if nothing is left at all."""
         if state.status is not MissionStatus.RUNNING:
             return
-        busy = {p.task.host_id for p in state.pending_tasks.values()}
-        for host in state.hosts.values():
-            if host.outcome is None and host.host_id not in busy:
+        for host in state.hosts.values() if only is None else (only,):
+            if host.outcome is None and not fx.has_pending(state, host.host_id):
                 last = _last_record(state, host)
                 if last is None and not host.locked:
                     continue
-                scanned = any(
-                    r.action is Action.SCAN and r.status is not ResultStatus.ERROR
-                    for r in state.completed_tasks.values()
-                    if r.host_id == host.host_id
+                host.outcome, detail = decide_outcome(
+                    state.kind, host, last, scanned=_scanned(state, host)
                 )
-                host.outcome, detail = decide_outcome(state.kind, host, last, scanned=scanned)
                 host.outcome_detail = host.outcome_detail or detail
                 fx.note("host_done", host.host_id, f"{host.outcome.value}: {host.outcome_detail}")
         if state.pending_tasks:
@@ -708,9 +776,11 @@ def _complete(
     error_code: str | None,
     summary: str,
     now: datetime,
+    fx: _Effects,
 ) -> None:
     """Move a task from pending to completed, keeping the record that makes replays no-ops."""
     del state.pending_tasks[task.task_id]
+    fx.pending_removed(task)
     state.completed_tasks[task.task_id] = TaskRecord(
         task_id=task.task_id,
         host_id=task.host_id,
@@ -741,6 +811,26 @@ def _is_late_reap(record: TaskRecord, event: ResultEvent) -> bool:
         and event.action is Action.REAP
         and event.status is not ResultStatus.ERROR
     )
+
+
+def _protected(findings: Sequence[Finding]) -> int:
+    return sum(1 for f in findings if not f.killable)
+
+
+def _scanned(state: MissionState, host: HostState) -> bool:
+    """Whether a scan of ``host`` succeeded: its recent tasks first, then the whole record."""
+
+    def ok(record: TaskRecord | None) -> bool:
+        return (
+            record is not None
+            and record.host_id == host.host_id
+            and record.action is Action.SCAN
+            and record.status is not ResultStatus.ERROR
+        )
+
+    if any(ok(state.completed_tasks.get(t)) for t in host.last_tasks):
+        return True
+    return any(ok(r) for r in state.completed_tasks.values())
 
 
 def _last_record(state: MissionState, host: HostState) -> TaskRecord | None:

@@ -22,14 +22,15 @@ class InMemoryTaskQueue(TaskQueue):
         self._cond = threading.Condition()
         self._queues: dict[AgentType, deque[tuple[str, str]]] = {a: deque() for a in AgentType}
         self._dead: dict[AgentType, list[DeadLetter]] = {a: [] for a in AgentType}
+        self._queued: set[str] = set()  # ids in the queues: a duplicate check is O(1)
         self._generation = 0  # bumped by interrupt() to release blocked consumers
 
     def publish(self, task: Task) -> bool:
         with self._cond:
-            queue = self._queues[task.agent_type]
-            if any(task_id == task.task_id for task_id, _ in queue):
+            if task.task_id in self._queued:
                 return False
-            queue.append((task.task_id, encode(task)))
+            self._queued.add(task.task_id)
+            self._queues[task.agent_type].append((task.task_id, encode(task)))
             self._cond.notify_all()
         return True
 
@@ -46,7 +47,8 @@ class InMemoryTaskQueue(TaskQueue):
             while True:
                 queue = self._queues[agent_type]
                 while queue:
-                    _, payload = queue.popleft()
+                    task_id, payload = queue.popleft()
+                    self._queued.discard(task_id)
                     try:
                         return decode(Task, payload)
                     except MessageDecodeError as err:
@@ -70,6 +72,7 @@ class InMemoryTaskQueue(TaskQueue):
                 kept = deque(item for item in queue if item[0] not in wanted)
                 removed += len(queue) - len(kept)
                 self._queues[agent_type] = kept
+            self._queued -= wanted
         return removed
 
     def size(self, agent_type: AgentType) -> int:
