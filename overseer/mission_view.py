@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from reaper_engine.models import MissionState, MissionSummary
+
+if TYPE_CHECKING:
+    # Not at run time: the demo renders missions without loading the Redis adapters.
+    from infra.redis.store import UnreadableSummary
+
+UNREADABLE = "unreadable"
 
 
 def render_table(state: MissionState) -> str:
@@ -66,7 +73,8 @@ def render_header(state: MissionState) -> str:
     )
 
 
-def render_summaries(summaries: Sequence[MissionSummary]) -> str:
+def render_summaries(summaries: Sequence[MissionSummary | UnreadableSummary]) -> str:
+    """One line per mission; one whose summary cannot be read says so, not the whole list."""
     header = (
         "MISSION",
         "KIND",
@@ -80,6 +88,9 @@ def render_summaries(summaries: Sequence[MissionSummary]) -> str:
     )
     rows = [header]
     for s in summaries:
+        if not isinstance(s, MissionSummary):
+            rows.append((s.mission_id, "-", UNREADABLE, "-", "-", "-", "-", "-", "-"))
+            continue
         rows.append(
             (
                 s.mission_id,

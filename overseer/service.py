@@ -106,7 +106,12 @@ class OverseerService:
             state = self.get_mission_status(mission_id)  # raises if unknown
             engine = self._engine(mission_id, self.planners(state.options.planner))
         cancelled = engine.cancel(reason)
-        self.bus.interrupt()  # let the mission's loop notice at once
+        # Wakes a loop blocked reading *this* service's bus (run_loops=True, as in the demo),
+        # which then sees the final status at once. An engine in another process (`reaper
+        # engine`) is not woken: its loop reloads the state every turn and stops within its
+        # max_wait (1 s). Meanwhile it cannot undo the cancel: every change it makes is a
+        # compare-and-set on a fresh load, which now finds the mission cancelled.
+        self.bus.interrupt()
         return cancelled or self.get_mission_status(mission_id)
 
     def wait_for(self, mission_id: str, timeout: float) -> MissionState:

@@ -56,16 +56,20 @@ class RedisServer:
         appendonly: bool = False,
         binary: str | None = None,
         port: int | None = None,
+        password: str | None = None,
     ) -> None:
         self.directory = directory
         self.appendonly = appendonly
         self.binary = binary or require_redis_server()
         self.port = port or free_port()
+        self.password = password  # requirepass: clients must AUTH with it
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL clients use (with the password, if the server requires one)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def log_file(self) -> Path:
@@ -90,6 +94,8 @@ class RedisServer:
         if self.appendonly:
             # fsync on every write: a test that restarts the server must find everything
             argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        if self.password:
+            argv += ["--requirepass", self.password]
         return argv
 
     def start(self) -> RedisServer:
@@ -134,6 +140,11 @@ class RedisServer:
         """True if the server answers PING now (a raw socket: no client library state)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                if self.password:
+                    # The inline protocol: a password with spaces or quotes is not supported.
+                    sock.sendall(f"AUTH {self.password}\r\n".encode())
+                    if not sock.recv(64).startswith(b"+OK"):
+                        return False
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:

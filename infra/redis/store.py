@@ -11,10 +11,15 @@ The version lives beside the document so the scripts compare it without parsing 
 script writes the mission and its summary together, so dashboards never see a summary of a
 state that was not saved. The index is scored by a counter, not by ``created_at``: missions
 created in the same instant (a ManualClock, a fast loop) keep their creation order.
+
+A summary that does not decode (a corrupt entry, or one a newer Reaper wrote) never hides
+the others: ``summaries()`` leaves it out and logs it, ``summary_rows()`` reports it as an
+:class:`UnreadableSummary` in its place.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -22,7 +27,7 @@ import structlog
 from infra.codec import decode, encode
 from infra.redis.connection import as_text
 from infra.redis.keys import DEFAULT_PREFIX, RedisKeys
-from reaper_engine.errors import ConcurrentUpdateError
+from reaper_engine.errors import ConcurrentUpdateError, MessageDecodeError
 from reaper_engine.models import MissionState, MissionSummary
 from reaper_engine.ports import MissionStore
 
@@ -59,6 +64,14 @@ return {0, tonumber(ARGV[3])}
 """
 
 _SAVED, _MISSING, _CONFLICT = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableSummary:
+    """A mission whose summary could not be decoded, and why."""
+
+    mission_id: str
+    error: str
 
 
 class RedisMissionStore(MissionStore):
@@ -115,14 +128,25 @@ class RedisMissionStore(MissionStore):
         return [as_text(m) for m in self._client.zrange(self._keys.missions(), 0, -1)]
 
     def summaries(self) -> list[MissionSummary]:
-        """Every mission's summary, oldest first, in one round trip (no MissionState loaded)."""
+        """Every readable mission's summary, oldest first, in one round trip (no
+        MissionState loaded); unreadable ones are logged and left out."""
+        return [row for row in self.summary_rows() if isinstance(row, MissionSummary)]
+
+    def summary_rows(self) -> list[MissionSummary | UnreadableSummary]:
+        """Every mission's summary, oldest first; an undecodable one as UnreadableSummary."""
         pipe = self._client.pipeline(transaction=True)
         pipe.zrange(self._keys.missions(), 0, -1)
         pipe.hgetall(self._keys.summaries())
         ids, docs = pipe.execute()
-        out: list[MissionSummary] = []
+        out: list[MissionSummary | UnreadableSummary] = []
         for raw_id in ids:
             doc = docs.get(raw_id)
-            if doc is not None:
+            if doc is None:
+                continue
+            try:
                 out.append(decode(MissionSummary, doc))
+            except MessageDecodeError as err:
+                mission_id = as_text(raw_id)
+                log.warning("mission_summary_unreadable", mission_id=mission_id, error=str(err))
+                out.append(UnreadableSummary(mission_id, str(err)))
         return out

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -34,8 +34,12 @@ if TYPE_CHECKING:
     from infra.config_files import LoadedConfig
     from overseer.fleet.setup import FleetSetup, RedisPorts
     from overseer.service import OverseerService
+    from reaper_engine.models import MissionState
 
-EXIT_UNAVAILABLE = 5  # Redis unreachable at start
+EXIT_UNAVAILABLE = 5  # Redis unreachable at start, or failing during the command
+# `mission status --watch` keeps watching through a Redis outage this long (a restart, a
+# failover), then gives up with EXIT_UNAVAILABLE rather than hang a script for ever.
+WATCH_OUTAGE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +92,30 @@ def _connect(
 ) -> tuple[LoadedConfig, FleetSetup, RedisPorts]:
     """Load the config, resolve Redis and the secret, connect. ``read_only`` commands order
     no work, so they need no secret."""
+    import secrets
+
     from infra.redis.connection import RedisUnavailableError
+    from infra.signing import SECRET_ENV
     from overseer.fleet.setup import open_redis_ports, resolve
     from reaper_engine.errors import ConfigError
     from reaper_engine.signing import SecretError
 
     loaded = load(fleet.config_path)
+    env: dict[str, str] = dict(os.environ)
+    insecure = fleet.insecure
+    if read_only:
+        # No secret needed, but resolve() would warn that tasks are unsigned, which is
+        # noise for a command that sends none. A throwaway key instead: no warning, and a
+        # task published by mistake would carry a signature no worker accepts.
+        env[SECRET_ENV] = secrets.token_hex(32)
+        insecure = False
     try:
         setup = resolve(
             loaded.config.fleet,
             redis_url=fleet.redis_url,
             secret_file=fleet.secret_file,
-            insecure=fleet.insecure or read_only,
-            env=os.environ,
+            insecure=insecure,
+            env=env,
         )
     except SecretError as err:
         raise CliError(str(err), EXIT_USAGE) from None
@@ -111,6 +126,50 @@ def _connect(
     except ConfigError as err:  # a malformed URL is a usage error, not an outage
         raise CliError(str(err), EXIT_USAGE) from None
     return loaded, setup, ports
+
+
+def _redis_failure(url: str, err: Exception, *, outage: bool) -> str:
+    """One line naming the (redacted) URL and the cause, worded as at start-up."""
+    import urllib.parse
+
+    from infra.redis.connection import redact
+
+    cause = str(err) or type(err).__name__
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:  # should a library ever echo it
+        cause = cause.replace(password, "***").replace(urllib.parse.unquote(password), "***")
+    what = "is unavailable" if outage else "answered with an error"
+    return f"Redis at {redact(url)} {what}: {type(err).__name__}: {cause}"
+
+
+class RedisFailedError(CliError):
+    """Redis failed in the middle of a command; ``outage``: unreachable or timed out (it may
+    come back), rather than answering with an error."""
+
+    def __init__(self, message: str, *, outage: bool) -> None:
+        super().__init__(message, EXIT_UNAVAILABLE)
+        self.outage = outage
+
+
+@contextlib.contextmanager
+def _redis_errors(setup: FleetSetup) -> Iterator[None]:
+    """A Redis failure in the middle of a command: ``error: ...`` and exit 5, no traceback.
+
+    The client has already retried with backoff (seconds) before an error gets here.
+    """
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    try:
+        yield
+    except RedisError as err:
+        outage = isinstance(err, RedisConnectionError | RedisTimeoutError)
+        message = _redis_failure(setup.redis_url, err, outage=outage)
+        raise RedisFailedError(message, outage=outage) from None
 
 
 def _service(ports: RedisPorts) -> OverseerService:
@@ -217,7 +276,7 @@ def engine(
     setup_logging(ctx, default_level="info")
     from overseer.fleet.engine_host import EngineHost
 
-    _, _, ports = _connect(fleet)
+    _, setup, ports = _connect(fleet)
     stop = threading.Event()
     _stop_on_signals(stop)
     beats = ports.heartbeats
@@ -240,7 +299,8 @@ def engine(
     except ValueError as err:
         raise CliError(str(err), EXIT_USAGE) from None
     try:
-        host.run(stop)
+        with _redis_errors(setup):  # run() retries its own failures; this is a last resort
+            host.run(stop)
     finally:
         with contextlib.suppress(Exception):  # Redis may be the reason we are stopping
             beats.forget("engine", host.engine_id)
@@ -261,25 +321,37 @@ def health(
     worker_name: str | None,
     fleet: FleetArgs,
 ) -> None:
-    """Exit 0 if the named engine or worker is alive (it beat recently), else 1.
+    """Exit 0 if the named engine or worker is alive, else 1 (5 if Redis is unreachable).
 
-    For container healthchecks; with neither option, checks only that Redis answers.
+    An engine is alive while its heartbeat key exists (it beat within the last 10 s, or 3 x
+    --poll-seconds). A worker is alive while RQ has it registered, not stopped, and its
+    last heartbeat is not overdue by more than 10 s. For container healthchecks; with
+    neither option, checks only that Redis answers.
     """
     setup_logging(ctx)
     if engine_name and worker_name:
         raise click.UsageError("give --engine or --worker, not both")
-    _, _, ports = _connect(fleet, read_only=True)
+    _, setup, ports = _connect(fleet, read_only=True)
+    why = ""
     try:
-        if engine_name:
-            info = ports.heartbeats.last("engine", engine_name)
-            alive, what = info is not None, f"engine {engine_name}"
-        elif worker_name:
-            alive, what = ports.worker_alive(worker_name), f"worker {worker_name}"
-        else:
-            alive, what = True, "redis"
+        with _redis_errors(setup):
+            if engine_name:
+                info = ports.heartbeats.last("engine", engine_name)
+                alive, what = info is not None, f"engine {engine_name}"
+            elif worker_name:
+                beat = ports.heartbeats.worker_beat(worker_name)
+                alive, what = beat is not None and beat.alive, f"worker {worker_name}"
+                if beat is None:
+                    why = " (no such worker registered)"
+                elif beat.stopped:
+                    why = " (stopped)"
+                elif not alive:
+                    why = f" (heartbeat {beat.overdue_by:.0f} s overdue)"
+            else:
+                alive, what = True, "redis"
     finally:
         ports.close()
-    click.echo(f"{what}: {'alive' if alive else 'not alive'}")
+    click.echo(f"{what}: {'alive' if alive else 'not alive' + why}")
     if not alive:
         raise SystemExit(1)
 
@@ -307,7 +379,9 @@ def mission() -> None:
     help="audit: discover and scan (read-only); reap: scan, kill what was found, verify.",
 )
 @click.option("--dry-run", is_flag=True, help="Decide and record kills, send no signal.")
-@click.option("--planner", default="rules", show_default=True, help="Planner to use.")
+@click.option(
+    "--planner", default="rules", show_default=True, help="Planner to use (known: rules)."
+)
 @click.option(
     "--task-timeout",
     type=click.FloatRange(min=1, max=86400),
@@ -337,9 +411,14 @@ def mission_create(
     """Create a mission and dispatch its first tasks; a running `reaper engine` drives it."""
     setup_logging(ctx)
     from overseer.inventory import load_inventory, pin_table_paths
+    from overseer.service import default_planners
     from reaper_engine.errors import ConfigError
     from reaper_engine.models import MissionOptions
 
+    try:
+        default_planners(planner)  # before the secret and Redis: a typo is a usage error
+    except ValueError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
     try:
         inventory = pin_table_paths(load_inventory(inventory_path), inventory_path)
     except ConfigError as err:
@@ -349,11 +428,12 @@ def mission_create(
         options["task_timeout_seconds"] = task_timeout
     if retry_backoff is not None:
         options["retry_backoff_seconds"] = retry_backoff
-    _, _, ports = _connect(fleet)
+    _, setup, ports = _connect(fleet)
     try:
         service = _service(ports)
         try:
-            state = service.create_mission(kind, inventory, MissionOptions(**options))
+            with _redis_errors(setup):
+                state = service.create_mission(kind, inventory, MissionOptions(**options))
         except ValueError as err:
             raise CliError(str(err), EXIT_USAGE) from None
     finally:
@@ -366,7 +446,12 @@ def mission_create(
 
 @mission.command("status")
 @click.argument("mission_id")
-@click.option("--watch", is_flag=True, help="Refresh until the mission ends.")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Refresh until the mission ends (through a Redis outage of up to "
+    f"{WATCH_OUTAGE_SECONDS:.0f} s).",
+)
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
@@ -374,7 +459,12 @@ def mission_create(
     show_default=True,
     help="Seconds between refreshes with --watch.",
 )
-@click.option("--json", "as_json", is_flag=True, help="The whole mission state as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The whole mission state as JSON; with --watch, one line of JSON per change.",
+)
 @fleet_options
 @click.pass_context
 def mission_status(
@@ -385,36 +475,92 @@ def mission_status(
     as_json: bool,
     fleet: FleetArgs,
 ) -> None:
-    """Show a mission: its status, counters and one line per host."""
+    """Show a mission: its status, counters and one line per host.
+
+    --watch prints the mission again whenever it changes and ends by itself when the
+    mission does. Through a Redis outage it keeps watching, with a warning on stderr, and
+    gives up (exit 5) if Redis is still unreachable after a minute.
+    """
     setup_logging(ctx)
     from overseer.mission_view import render_header, render_table
-    from reaper_engine.errors import MissionNotFoundError
 
     # Reading state needs no secret: status is not an order.
-    _, _, ports = _connect(fleet, read_only=True)
+    _, setup, ports = _connect(fleet, read_only=True)
     try:
         service = _service(ports)
-        last = None
+        last: int | None = None
+        outage = _Outage()
         while True:
             try:
-                state = service.get_mission_status(mission_id)
-            except MissionNotFoundError as err:
-                raise CliError(str(err), EXIT_REFUSED) from None
-            if as_json:
-                if not watch or state.status.is_terminal:
-                    click.echo(state.model_dump_json(indent=2))
-            elif state.version != last:
-                if watch and last is not None:
+                state = _load_mission(service, mission_id, setup)
+            except RedisFailedError as err:
+                if not (watch and err.outage):
+                    raise
+                outage.ride_out(err)
+                time.sleep(interval)  # a retry pace, not synchronisation
+                continue
+            outage.over()
+            if state.version != last:
+                if as_json:
+                    # One document per line while watching (a stream a program can read as
+                    # it comes); pretty-printed when there is only one.
+                    click.echo(state.model_dump_json(indent=None if watch else 2))
+                else:
+                    if last is not None:
+                        click.echo()
+                    click.echo(render_header(state))
                     click.echo()
-                click.echo(render_header(state))
-                click.echo()
-                click.echo(render_table(state))
+                    click.echo(render_table(state))
                 last = state.version
             if not watch or state.status.is_terminal:
                 return
             time.sleep(interval)  # a display refresh, not synchronisation
     finally:
         ports.close()
+
+
+def _load_mission(service: OverseerService, mission_id: str, setup: FleetSetup) -> MissionState:
+    """The mission's state; each expected failure a CliError (RedisFailedError for Redis)."""
+    with _redis_errors(setup), _mission_errors(mission_id):
+        return service.get_mission_status(mission_id)
+
+
+@contextlib.contextmanager
+def _mission_errors(mission_id: str) -> Iterator[None]:
+    """No such mission, or one this build cannot read: exit 4, one line."""
+    from reaper_engine.errors import MessageDecodeError, MissionNotFoundError
+
+    try:
+        yield
+    except MissionNotFoundError as err:
+        raise CliError(str(err), EXIT_REFUSED) from None
+    except MessageDecodeError as err:
+        # Corrupt, or written by a newer Reaper: as good as absent for this one.
+        raise CliError(f"mission '{mission_id}' is unreadable: {err}", EXIT_REFUSED) from None
+
+
+@dataclass
+class _Outage:
+    """``--watch`` through a Redis outage: say so once, say when it is over, and give up
+    once it has lasted WATCH_OUTAGE_SECONDS."""
+
+    since: float | None = None
+
+    def ride_out(self, err: RedisFailedError) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            click.echo(f"warning: {err.message}; still watching", err=True)
+        elif now - self.since > WATCH_OUTAGE_SECONDS:
+            raise RedisFailedError(
+                f"{err.message} (for over {WATCH_OUTAGE_SECONDS:.0f} s; stopped watching)",
+                outage=True,
+            ) from None
+
+    def over(self) -> None:
+        if self.since is not None:
+            click.echo("warning: Redis answers again; still watching", err=True)
+            self.since = None
 
 
 @mission.command("list")
@@ -426,22 +572,31 @@ def mission_list(
     as_json: bool,
     fleet: FleetArgs,
 ) -> None:
-    """List missions, oldest first."""
+    """List missions, oldest first. A mission whose summary cannot be read (corrupt, or
+    written by a newer Reaper) is listed as unreadable, and the error logged."""
     setup_logging(ctx)
-    from overseer.mission_view import render_summaries
+    from overseer.mission_view import UNREADABLE, render_summaries
+    from reaper_engine.models import MissionSummary
 
-    _, _, ports = _connect(fleet, read_only=True)
+    _, setup, ports = _connect(fleet, read_only=True)
     try:
-        summaries = ports.store.summaries()
+        with _redis_errors(setup):
+            rows = ports.store.summary_rows()
     finally:
         ports.close()
     if as_json:
-        click.echo(json.dumps([s.model_dump(mode="json") for s in summaries], indent=2))
+        docs = [
+            row.model_dump(mode="json")
+            if isinstance(row, MissionSummary)
+            else {"mission_id": row.mission_id, "status": UNREADABLE, "error": row.error}
+            for row in rows
+        ]
+        click.echo(json.dumps(docs, indent=2))
         return
-    if not summaries:
+    if not rows:
         click.echo("No missions.")
         return
-    click.echo(render_summaries(summaries))
+    click.echo(render_summaries(rows))
 
 
 @mission.command("cancel")
@@ -455,19 +610,28 @@ def mission_cancel(
     reason: str,
     fleet: FleetArgs,
 ) -> None:
-    """Cancel a mission: queued tasks are withdrawn, no new ones are scheduled."""
+    """Cancel a mission: queued tasks are withdrawn, no new ones are scheduled.
+
+    The engine running it stops within about a second. A mission that has already ended
+    is left as it is (exit 0, saying so); an unknown one is exit 4.
+    """
     setup_logging(ctx)
-    from reaper_engine.errors import MissionNotFoundError
+    from reaper_engine.models import MissionStatus
 
     # Cancelling orders nothing to run: like status, it needs no secret.
-    _, _, ports = _connect(fleet, read_only=True)
+    _, setup, ports = _connect(fleet, read_only=True)
     try:
-        try:
-            state = _service(ports).cancel_mission(mission_id, reason)
-        except MissionNotFoundError as err:
-            raise CliError(str(err), EXIT_REFUSED) from None
+        service = _service(ports)
+        before = state = _load_mission(service, mission_id, setup)
+        if not before.status.is_terminal:
+            with _redis_errors(setup), _mission_errors(mission_id):
+                state = service.cancel_mission(mission_id, reason)
     finally:
         ports.close()
+    if before.status.is_terminal or state.status is not MissionStatus.CANCELLED:
+        # It ended before (or while) we asked: nothing was cancelled.
+        click.echo(f"{state.mission_id}: already {state.status.value}, nothing to cancel")
+        return
     click.echo(f"{state.mission_id}: {state.status.value}")
 
 

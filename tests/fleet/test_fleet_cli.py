@@ -67,3 +67,40 @@ def test_an_unsupported_url_scheme_is_refused(run):
     result = run("mission", "list", "--redis-url", "http://example.invalid/")
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_an_unknown_planner_is_refused_before_the_secret_and_redis(run):
+    # No secret and no Redis: the planner is checked first, so the usage error is what shows.
+    result = run(
+        "mission", "create", "--inventory", "examples/lab.toml", "--kind", "audit", "--planner", "x"
+    )
+    assert result.exit_code == 2
+    assert result.output == "error: unknown planner 'x' (available: rules)\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("mission", "list"),
+        ("mission", "status", "m-1"),
+        ("mission", "status", "m-1", "--watch"),
+        ("mission", "cancel", "m-1"),
+        ("health",),
+        ("mission", "list", "--insecure"),
+    ],
+)
+def test_reading_commands_do_not_warn_about_unsigned_tasks(run, command):
+    result = run(*command)
+    assert result.exit_code == 5  # past the secret, then no Redis
+    assert "fleet_insecure" not in result.output
+    assert "unsigned" not in result.output
+    assert result.output.startswith("error: Redis at redis://127.0.0.1:9/0 is unavailable")
+
+
+def test_commands_that_order_work_still_warn_when_run_insecure(run):
+    result = run(
+        "mission", "create", "--inventory", "examples/lab.toml", "--kind", "audit", "--insecure"
+    )
+    assert result.exit_code == 5
+    assert "fleet_insecure" in result.output
+    assert "tasks are unsigned" in result.output

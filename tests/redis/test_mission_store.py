@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
 from infra.redis.keys import RedisKeys
-from infra.redis.store import RedisMissionStore
+from infra.redis.store import RedisMissionStore, UnreadableSummary
 from reaper_engine.errors import ConcurrentUpdateError
 from reaper_engine.models import MissionStatus, MissionSummary
 from tests.factories import host_spec, make_state
@@ -115,3 +116,24 @@ def test_keys_live_under_the_prefix(any_client):
         [keys.mission("m1"), keys.missions(), keys.mission_seq(), keys.summaries()]
     )
     assert set(any_client.hkeys(keys.mission("m1"))) == {b"version", b"doc"}
+
+
+def test_an_unreadable_summary_hides_no_other(any_client):
+    store = RedisMissionStore(any_client, prefix=PREFIX)
+    for mission_id in ("m1", "corrupt", "newer", "m2"):
+        store.create(make_state(mission_id=mission_id))
+    summaries = RedisKeys(PREFIX).summaries()
+    any_client.hset(summaries, "corrupt", "{not json")
+    newer = store.summaries()[2].model_dump(mode="json")
+    newer["hosts_unreachable"] = 1  # a field only a newer Reaper knows
+    any_client.hset(summaries, "newer", json.dumps(newer))
+
+    rows = store.summary_rows()
+
+    assert [r.mission_id for r in rows] == ["m1", "corrupt", "newer", "m2"]
+    assert isinstance(rows[0], MissionSummary)
+    assert isinstance(rows[3], MissionSummary)
+    assert isinstance(rows[1], UnreadableSummary)
+    assert "not a valid MissionSummary" in rows[1].error
+    assert isinstance(rows[2], UnreadableSummary)
+    assert [s.mission_id for s in store.summaries()] == ["m1", "m2"]
