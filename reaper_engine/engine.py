@@ -283,9 +283,7 @@ class MissionEngine:
         if state is None:
             return 0
         # A crash between a save and its side effects may have left withdrawn tasks queued.
-        withdrawn = [r.task_id for r in state.completed_tasks.values() if r.error_code in WITHDRAWN]
-        if withdrawn:
-            self.queue.discard(withdrawn)
+        self._discard_withdrawn(state)
         if state.status.is_terminal:
             return 0
         tasks = [p.task for p in state.pending_tasks.values() if p.dispatched_at is not None]
@@ -338,7 +336,17 @@ class MissionEngine:
                     backoff = min(backoff * 2, _BACKOFF_MAX)
                     continue
                 backoff = _BACKOFF_FIRST
-            return self.store.load(self.mission_id)
+            final = self.store.load(self.mission_id)
+            if final is not None and final.status.is_terminal:
+                # A publish of ours that landed after another process cancelled the mission
+                # (and pulled what was queued then) must not run: pull it again.
+                self._discard_withdrawn(final)
+            return final
+
+    def _discard_withdrawn(self, state: MissionState) -> None:
+        withdrawn = [r.task_id for r in state.completed_tasks.values() if r.error_code in WITHDRAWN]
+        if withdrawn:
+            self.queue.discard(withdrawn)
 
     def _recover(self) -> None:
         """Re-publish in-flight tasks and take back every unacknowledged result at once."""

@@ -751,3 +751,16 @@ def wait_for_task(queue: InMemoryTaskQueue, agent_type: AgentType) -> Task:
 
     wait_until(arrived, timeout=30, what="the task to be queued")
     return found[0]
+
+
+def test_a_task_published_after_another_process_cancelled_is_pulled_when_the_loop_ends():
+    rig = Rig(LINUX, MAC)
+    rig.start()
+    late = rig.take()[0]
+    rig.new_engine().cancel("operator")  # as `reaper mission cancel` does, in its own process
+    rig.queue.publish(late)  # the engine's publish from just before the cancel lands now
+    assert rig.queue.size(late.agent_type) == 1
+    final = rig.engine.run_event_loop(threading.Event(), max_wait=0.05)
+    assert final is not None
+    assert final.status is MissionStatus.CANCELLED
+    assert rig.queue.size(late.agent_type) == 0
