@@ -45,7 +45,9 @@ log = get_logger(__name__)
 Handler = Callable[[Task, Transport], ResultEvent]
 
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
-_PUBLISH_TRIES = 3
+# A result is the only record of what a task did on a host (a reap's kills): it is retried
+# for as long as the process lives, at this interval at most once the backoff has grown.
+_PUBLISH_BACKOFF_MAX = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,28 +108,63 @@ class BaseAgent:
                 backoff = min(backoff * 2, _BACKOFF_MAX)
         log.info("agent_stopped", agent_type=self.agent_type.value, handled=self.handled)
 
-    def run_one(self, task: Task, stop: threading.Event | None = None) -> ResultEvent:
-        """Handle one task and publish its result (what a queue worker calls per job)."""
+    def run_one(
+        self,
+        task: Task,
+        stop: threading.Event | None = None,
+        *,
+        before_publish: Callable[[], None] | None = None,
+    ) -> ResultEvent:
+        """Handle one task and publish its result (what a queue worker calls per job).
+
+        ``before_publish`` runs between the two: a queue worker ends the job's time limit
+        there, since the limit bounds the work on the host, never the delivery of its result.
+        """
         result = self.handle(task)
+        if before_publish is not None:
+            before_publish()
         self.publish(result, stop)
         self.handled += 1
         return result
 
     def publish(self, result: ResultEvent, stop: threading.Event | None = None) -> None:
-        """Publish ``result``, retrying a few times (``stop`` cuts the waits short)."""
+        """Publish ``result``, retrying until it lands or ``stop`` is set.
+
+        Retries back off up to every few seconds. A Redis outage of any length is thus
+        ridden out: giving up would leave the task to its timeout, and a timed-out reap is
+        retried without the record of the kills it made. Only an error no retry can fix (the
+        bus refusing the event itself: ValueError, TypeError) or ``stop`` loses it.
+        """
         self._publish(result, stop or threading.Event())
 
     def _publish(self, result: ResultEvent, stop: threading.Event) -> None:
-        """Publish, retrying a few times; a result still lost is covered by the task timeout."""
-        for attempt in range(1, _PUBLISH_TRIES + 1):
+        delay = _BACKOFF_FIRST
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 self.bus.publish(result)
+            except (ValueError, TypeError):
+                log.exception("result_refused_by_bus", task_id=result.task_id)
+                break
+            except Exception as err:  # noqa: BLE001 - transient (a restart): retried
+                log.warning(
+                    "result_publish_failed",
+                    task_id=result.task_id,
+                    attempt=attempt,
+                    retry_in=delay,
+                    error=f"{type(err).__name__}: {err}",
+                )
+            else:
+                if attempt > 1:
+                    log.info("result_published", task_id=result.task_id, attempts=attempt)
                 return
-            except Exception:  # noqa: BLE001 - retried, then reported
-                log.warning("result_publish_failed", task_id=result.task_id, attempt=attempt)
-                if attempt == _PUBLISH_TRIES or stop.wait(_BACKOFF_FIRST * 2**attempt):
-                    break
-        log.error("result_lost", task_id=result.task_id, mission_id=result.mission_id)
+            if stop.wait(delay):
+                break
+            delay = min(delay * 2, _PUBLISH_BACKOFF_MAX)
+        log.error(
+            "result_lost", task_id=result.task_id, mission_id=result.mission_id, attempts=attempt
+        )
 
     def handle(self, task: Task) -> ResultEvent:
         with bound_contextvars(

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
+from infra.redis.connection import connect
 from tests.redis_server import RedisServer, require_redis_server
+
+if TYPE_CHECKING:
+    import redis
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +28,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the session's server, flushed first; closed at teardown."""
+    client = connect(redis_server.url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()

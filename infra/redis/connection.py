@@ -113,6 +113,15 @@ def ping_or_raise(client: redis.Redis, url: str) -> None:
         ) from err
 
 
+def is_connection_error(err: BaseException) -> bool:
+    """Whether ``err`` says Redis could not be reached or answered too late (a restart, a
+    network cut, a server still loading its AOF): something a reconnect fixes, unlike a bug."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(err, RedisConnectionError | RedisTimeoutError)
+
+
 def blocking_slice(client: redis.Redis) -> float | None:
     """The longest one blocking command may wait for its reply to beat the socket timeout.
 

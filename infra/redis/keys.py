@@ -58,6 +58,10 @@ class RedisKeys:
         """Set while a task is queued: the atomic dedupe of racing publishers."""
         return f"{self.prefix}:task:{task_id}:queued"
 
+    def task_ran(self, task_id: str) -> str:
+        """Set by the first worker to start a task: a task id runs at most once."""
+        return f"{self.prefix}:task:{task_id}:ran"
+
     def dead_tasks(self, agent_type: AgentType) -> str:
         return f"{self.prefix}:dead:tasks:{queue_name(agent_type)}"
 

@@ -57,6 +57,10 @@ JOB_FUNCTION = "agents.rq_job.run_task"  # a dotted path: RQ imports it in the w
 DEFAULT_RESULT_TTL = 3600
 DEFAULT_FAILURE_TTL = 24 * 3600
 DEFAULT_DEAD_LETTER_CAP = 10_000
+# How long a run claim outlives its task's deadline. Past the deadline every copy of the task
+# is refused as expired anyway; the margin covers clocks of workers that disagree.
+RUN_CLAIM_MARGIN = 300
+_RAW_JOB_CHARS = 16384
 _WAKE_TTL = 3600  # a wake list nobody popped (its process died) goes away by itself
 _DISCARD_CHUNK = 500
 
@@ -189,7 +193,9 @@ class RqTaskQueue(TaskQueue):
                 Queue.prepare_data(
                     JOB_FUNCTION,
                     args=[self._signer.seal(task)],
-                    timeout=timeout,  # RQ's job_timeout: the worker kills the job past it
+                    # RQ's job_timeout, an upper bound only: RQ starts it when the job
+                    # starts, so `reaper worker` lowers it to the time left then.
+                    timeout=timeout,
                     result_ttl=self._result_ttl,
                     failure_ttl=self._failure_ttl,
                     description=f"{task.action.value} {task.host_id} ({task.mission_id})",
@@ -362,6 +368,48 @@ class RqTaskQueue(TaskQueue):
         pipe = self._client.pipeline(transaction=True)
         self._record_dead(pipe, agent_type, payload, error)
         pipe.execute()
+
+    def dead_letter_job(self, agent_type: AgentType, job_id: str, error: str) -> None:
+        """Record a job the worker will not run -- one that calls another function, or whose
+        hash RQ cannot load, or an id with no job behind it -- and remove it.
+
+        The payload is the job's raw hash (what a foreign writer put there). Removed: the hash
+        and the id's entry in RQ's intermediate list, where RQ moved it when it dequeued it
+        (left there, RQ's maintenance would fail the job again a minute later).
+        """
+        from rq.job import Job
+
+        is_ours = is_rq_job_id(job_id)  # RQ would read "a:b" as job "a": never touch that one
+        payload = job_id
+        if is_ours:
+            raw = self._client.hgetall(Job.key_for(job_id))
+            if raw:
+                payload = json.dumps({as_text(k): as_text(v) for k, v in raw.items()})
+        pipe = self._client.pipeline(transaction=True)
+        self._record_dead(pipe, agent_type, payload[:_RAW_JOB_CHARS], error, job_id=job_id)
+        if is_ours:
+            pipe.delete(Job.key_for(job_id))
+        pipe.lrem(self._queues[agent_type].intermediate_queue_key, 1, job_id)
+        pipe.execute()
+
+    # -- running each task once -------------------------------------------------------------
+
+    def claim_run(self, task: Task, token: str) -> bool:
+        """Claim ``task`` for one run: True for the first caller (``token`` names the run).
+
+        A job id is a task id and the engine gives every attempt a new task id, so a task id
+        that comes back -- a MULTI/EXEC retried after its reply was lost, a finished job id
+        pushed again, a resumed engine re-publishing -- is never meant to run again. The key
+        lives until the deadline (plus RUN_CLAIM_MARGIN) and no longer: past it the task is
+        refused as expired anyway. A run cut short by a crash is not re-run under this id
+        either: its engine times the task out and schedules a new attempt under a new id.
+        """
+        ttl = _job_timeout(task, self._clock.now()) + RUN_CLAIM_MARGIN
+        key = self._keys.task_ran(task.task_id)
+        if self._client.set(key, token, nx=True, ex=ttl):
+            return True
+        # A SET the client retried after losing its reply finds its own claim: still ours.
+        return as_text(self._client.get(key)) == token
 
     def _record_dead(
         self,

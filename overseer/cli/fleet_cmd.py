@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from reaper_engine.models import MissionState
 
 EXIT_UNAVAILABLE = 5  # Redis unreachable at start, or failing during the command
+EXIT_WORKER_FAILED = 6  # reaper worker: its work loop ended on an error a reconnect cannot fix
 # `mission status --watch` keeps watching through a Redis outage this long (a restart, a
 # failover), then gives up with EXIT_UNAVAILABLE rather than hang a script for ever.
 WATCH_OUTAGE_SECONDS = 60.0
@@ -198,7 +199,12 @@ def _stop_on_signals(stop: threading.Event) -> None:
     help="Which queue to serve (reaper-<agent>).",
 )
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-@click.option("--name", default=None, help="Worker name shown by RQ (default: unique).")
+@click.option(
+    "--name",
+    default=None,
+    help="Worker name shown by RQ (default: unique). A fixed name survives a crash: a "
+    "restarted worker takes over a registration whose holder is gone.",
+)
 @click.option(
     "--lab-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -220,7 +226,7 @@ def worker(
     SIGTERM or Ctrl-C lets the current task finish, then exits; a second one exits at once.
     """
     setup_logging(ctx, default_level="info")
-    from overseer.fleet.worker import run_worker
+    from overseer.fleet.worker import WorkerFailedError, WorkerNameTakenError, run_worker
     from reaper_engine.models import AgentType
 
     loaded, setup, ports = _connect(fleet)
@@ -235,6 +241,10 @@ def worker(
             name=name,
             lab_dir=lab_dir,
         )
+    except WorkerNameTakenError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    except WorkerFailedError as err:
+        raise CliError(str(err), EXIT_WORKER_FAILED) from None
     finally:
         ports.close()
 

@@ -71,12 +71,11 @@ class RedisPorts:
     heartbeats: RedisHeartbeats
 
     def worker_alive(self, name: str) -> bool:
-        """Whether RQ knows a live worker of that name (its key expires without heartbeats)."""
-        from rq import Worker
-
-        return (
-            Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, self.client) is not None
-        )
+        """Whether a worker of that name is registered and keeping to its heartbeat (what
+        ``reaper health --worker`` reports, and what a new worker of that name checks
+        before it takes the name over)."""
+        beat = self.heartbeats.worker_beat(name)
+        return beat is not None and beat.alive
 
     def close(self) -> None:
         self.client.close()

@@ -10,41 +10,112 @@ It uses RQ's **SimpleWorker** (jobs run in the worker process) rather than the f
   process), open transports, and a simulated host's table (a reap must be seen by the verify
   that follows). In a forked child all of that would be thrown away after every job;
 * isolation is not what the fork would buy us: handlers are our own code, every step has a
-  deadline, and RQ's job timeout (SIGALRM in the worker) still stops a runaway job.
+  deadline, and the job's time limit (SIGALRM in the worker) still stops a runaway job.
 
 SIGTERM (or Ctrl-C) is a warm shutdown: the current task finishes and its result is
 published, then the worker exits. A second one exits at once; the task left behind is then
 timed out by its mission engine and retried if the planner says so.
+
+What RQ alone does not give us, and this module adds:
+
+* **Jobs that do not load** (a corrupt hash, an id with no job) are dead-lettered and the
+  worker carries on; RQ would end its work loop on the first one.
+* **Reconnection.** RQ ends its work loop on a Redis error outside its blocking dequeue
+  (heartbeat, suspension check, registry maintenance). ``run_worker`` then waits for Redis
+  and starts the loop again; only a stop request ends it. Any other end of the loop is an
+  error (:class:`WorkerFailedError`), so the command exits non-zero.
+* **A fixed name survives a crash.** RQ refuses a name whose registration has not expired
+  (up to ``WORKER_TTL + 60`` s after a SIGKILL). A thread beats on RQ's own worker key every
+  ``BEAT_INTERVAL`` seconds, even while a job runs, promising the next beat within
+  ``BEAT_PROMISE`` s (RQ's convention: the key expires 60 s after the promised beat). A
+  registration overdue by ``STALE_GRACE`` s -- or whose holder's pid is gone from this
+  host -- is stale, and a new worker of that name takes it over; ``reaper health --worker``
+  reads the same promise.
+* **The job's time limit is the task's deadline**, counted from when the job starts.
+* **RQ has its own Redis client**: RQ raises its client's socket timeout above its blocking
+  dequeue; the ports (bus, queue, heartbeats) keep the normal one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import os
+import signal
 import socket
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
-
-import structlog
 
 from agents.base import BaseAgent
 from agents.os_agents import AGENTS
-from agents.rq_job import DeadLetterSink, JobContext, install
+from agents.rq_job import JobContext, install
 from agents.simulation import SimulatedLab
 from agents.transports.local import LocalTransportFactory
 from agents.transports.router import TransportRouter
 from infra.audit_log import JsonLinesAuditSink
 from infra.config_files import LoadedConfig
+from infra.redis.heartbeat import RQ_HEARTBEAT_MARGIN_SECONDS, WORKER_GRACE_SECONDS
+from reaper_engine.clock import Clock, SystemClock
+from reaper_engine.errors import ReaperError
+from reaper_engine.log import get_logger
 from reaper_engine.models import AgentType, TransportKind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    import redis
+
     from overseer.fleet.setup import FleetSetup, RedisPorts
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
+
+JobSink = Callable[[str, str], None]  # (job id, error): record a job that will not run
+
+# RQ's worker TTL. RQ blocks in its dequeue for WORKER_TTL - 15 s and raises its client's
+# socket timeout to WORKER_TTL - 5 s: with RQ's default (420 s) a half-open connection would
+# go unnoticed for 7 minutes. (How long a registration outlives its worker: BEAT_PROMISE.)
+WORKER_TTL = 60
+# Liveness. RQ's own heartbeat cannot say whether a SimpleWorker is alive: it does not beat
+# while a job runs, nor while it waits in its dequeue (up to WORKER_TTL - 15 s), and each
+# beat promises the next one up to a job's time limit away. A thread of ours beats every
+# BEAT_INTERVAL s on RQ's key instead, promising the next beat within BEAT_PROMISE s (one
+# beat may be missed), and RQ's own beats are held to the same promise.
+BEAT_INTERVAL = 5.0
+BEAT_PROMISE = 2 * BEAT_INTERVAL
+# RQ sets its worker key to expire this long after the promised beat.
+RQ_TTL_MARGIN = int(RQ_HEARTBEAT_MARGIN_SECONDS)
+# How late past its promise a worker may be before its name is taken over: the lateness at
+# which ``reaper health --worker`` calls it dead, so the two never disagree.
+STALE_GRACE = WORKER_GRACE_SECONDS
+# How long a new worker waits for a holder of its name to fall overdue before giving up: a
+# worker that died a moment ago is not overdue yet.
+NAME_WAIT = BEAT_PROMISE + STALE_GRACE + BEAT_INTERVAL
+# The job's hard limit is the task's deadline plus this: nothing acts on a host after the
+# deadline (the agent refuses an expired task, the terminator sends no signal past it), so
+# the grace only lets a handler that stopped at its deadline report what it did.
+DEADLINE_GRACE = 2.0
+# Backoff between attempts to reach Redis again after the work loop ended on a Redis error.
+RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0
+# RQ's own backoff inside its dequeue (default: up to 60 s, long after Redis is back).
+RQ_CONNECTION_WAIT_MAX = 5.0
+_STOP_POLL = 0.2
+
+
+class WorkerNameTakenError(ReaperError):
+    """Another live worker holds the name this one was asked to use."""
+
+
+class WorkerFailedError(ReaperError):
+    """The work loop ended without a stop request, on something a reconnect cannot fix."""
 
 
 def worker_name(agent_type: AgentType) -> str:
@@ -83,8 +154,37 @@ def build_agent(
     return agent, local
 
 
-def guarded_worker_class() -> type[Any]:
-    """RQ's SimpleWorker, refusing every job that does not call our task function.
+def task_time_left(envelope: object, now: datetime) -> float | None:
+    """Seconds until the deadline of the task in ``envelope``; None if it names none.
+
+    The envelope is not verified here: the figure only ever *shortens* a job's time limit,
+    and a task whose signature fails never runs anyway (``run_task`` refuses it).
+    """
+    try:
+        doc = json.loads(envelope)  # type: ignore[arg-type]
+        task = json.loads(doc["task"])
+        deadline = datetime.fromisoformat(task["deadline"])
+        return (deadline - now).total_seconds()
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def job_time_limit(queued_limit: float | None, time_left: float | None) -> float | None:
+    """The time limit to run a job with: the task's deadline (plus DEADLINE_GRACE) counted
+    from now, never more than the limit the job was queued with. RQ counts a job's limit from
+    the job's start, while the queue computed it when the task was published: a job that
+    waited in the queue would otherwise run past its deadline by as long as it waited."""
+    if time_left is None:
+        return queued_limit
+    limit = max(1, math.ceil(time_left + DEADLINE_GRACE))
+    if queued_limit is None or queued_limit < 0 or limit < queued_limit:  # -1: no limit
+        return limit
+    return queued_limit
+
+
+def guarded_worker_class(dead_letter_job: JobSink | None = None) -> type[Any]:
+    """RQ's SimpleWorker, refusing every job that does not call our task function, and
+    dead-lettering every job it cannot load (``dead_letter_job``; None: logged only).
 
     RQ runs whatever importable function a job names, with the job's arguments. Signing
     protects *our* function's input; this protects against a job naming another function
@@ -92,37 +192,420 @@ def guarded_worker_class() -> type[Any]:
     worker. A refused job is dead-lettered and deleted, never executed.
     """
     from rq import SimpleWorker
+    from rq.exceptions import DequeueTimeout, StopRequested
     from rq.job import Job
     from rq.queue import Queue
+    from rq.serializers import Serializer
+    from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 
+    from infra.redis.connection import is_connection_error
     from infra.redis.queue import JOB_FUNCTION
+    from reaper_engine.errors import AgentError
+
+    def unusable(job_id: str, error: str) -> None:
+        log.error("job_refused", job_id=job_id, error=error)
+        if dead_letter_job is not None:
+            dead_letter_job(job_id, error)
+
+    class GuardedQueue(Queue):
+        @classmethod
+        def _fetch_dequeued_job(
+            cls,
+            connection: redis.Redis,
+            queue_key: str,
+            job_id: str,
+            job_class: type[Job] | None = None,
+            serializer: Serializer | str | None = None,
+            death_penalty_class: type[BaseDeathPenalty] | None = None,
+        ) -> tuple[Job, Queue] | None:
+            # RQ skips an id with no job silently and lets a hash it cannot load (a bad
+            # status or date) end the work loop: both are foreign writes, recorded here.
+            try:
+                fetched = super()._fetch_dequeued_job(
+                    connection,
+                    queue_key,
+                    job_id,
+                    job_class=job_class,
+                    serializer=serializer,
+                    death_penalty_class=death_penalty_class,
+                )
+            except Exception as err:
+                if is_connection_error(err):
+                    raise
+                unusable(job_id, f"JOB_MALFORMED: job hash does not load: {_describe(err)}")
+                return None
+            if fetched is None:
+                unusable(job_id, "JOB_MISSING: the queue lists a job id with no job behind it")
+            return fetched
+
+    class DeadlineError(AgentError, JobTimeoutException):
+        """A job stopped at its task's deadline: reported like the agent's own refusal of
+        an expired task, so the engine may plan another attempt."""
+
+        error_code = "DEADLINE_EXCEEDED"
+        retriable = True
+
+    base_penalty: type[Any] = SimpleWorker.death_penalty_class
+
+    class DeadlinePenalty(base_penalty):  # type: ignore[misc]
+        """RQ's job time limit, which the worker can end early (before the publish)."""
+
+        active: DeadlinePenalty | None = None
+
+        def setup_death_penalty(self) -> None:
+            super().setup_death_penalty()
+            DeadlinePenalty.active = self
+
+        def cancel_death_penalty(self) -> None:
+            DeadlinePenalty.active = None
+            super().cancel_death_penalty()
+
+        def handle_death_penalty(self, signum: int, frame: FrameType | None) -> None:
+            if self._exception is JobTimeoutException:
+                raise DeadlineError(f"stopped at the task's deadline ({self._timeout} s limit)")
+            super().handle_death_penalty(signum, frame)
 
     class GuardedWorker(SimpleWorker):
-        dead_letter: DeadLetterSink | None = None
+        queue_class = GuardedQueue
+        death_penalty_class = DeadlinePenalty
+        max_connection_wait_time = RQ_CONNECTION_WAIT_MAX
+        clock: Clock = SystemClock()
+        # Set when a RqBeat thread beats for this worker: RQ's own beats then promise no
+        # more than it does, so the key always tells how soon a live worker beats again.
+        beat_promise: float | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.stop_signalled = False  # SIGTERM/SIGINT seen: a requested end, not a failure
+            self.failure: BaseException | None = None  # what ended the work loop, if anything
+
+        def validate_queues(self) -> None:
+            # Any RQ queue will do (GuardedQueue only changes how dequeued jobs are fetched).
+            for queue in self.queues:
+                if not isinstance(queue, Queue):
+                    raise TypeError(f"{queue} is not an RQ queue")
+
+        def request_stop(self, signum: int, frame: FrameType | None) -> None:
+            self.stop_signalled = True
+            super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+        # RQ's work loop logs and swallows whatever ends it; each step it calls records an
+        # escaping error first, so run_worker can tell a Redis outage from a bug.
+
+        def check_for_suspension(self, burst: bool) -> None:
+            if self.stop_signalled:  # signalled between two runs of the work loop
+                raise StopRequested()
+            with _recording(self):
+                super().check_for_suspension(burst)
+
+        def run_maintenance_tasks(self) -> None:
+            with _recording(self):
+                super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+
+        def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+            if self.beat_promise is not None:
+                timeout = int(self.beat_promise) + RQ_TTL_MARGIN
+            with _recording(self):
+                super().heartbeat(timeout, pipeline)
+
+        def register_birth(self) -> None:
+            super().register_birth()  # type: ignore[no-untyped-call]
+            if self.beat_promise is not None:
+                self.connection.expire(self.key, int(self.beat_promise) + RQ_TTL_MARGIN)
+
+        def dequeue_job_and_maintain_ttl(
+            self, timeout: int | None, max_idle_time: int | None = None
+        ) -> tuple[Job, Queue] | None:
+            while True:
+                with _recording(self):
+                    try:
+                        result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                    except (StopRequested, DequeueTimeout):
+                        raise
+                    except Exception as err:
+                        # Should RQ ever fetch past GuardedQueue, it still tags a job that
+                        # fails to load with its id: record that job and go on.
+                        job_id = getattr(err, "job_id", None)
+                        if is_connection_error(err) or not isinstance(job_id, str):
+                            raise
+                        unusable(job_id, f"JOB_MALFORMED: job does not load: {_describe(err)}")
+                        continue
+                self.failure = None  # Redis answered: an earlier error is behind us
+                return result
 
         def execute_job(self, job: Job, queue: Queue) -> None:
+            with _recording(self):
+                self._execute_job(job, queue)
+
+        def _execute_job(self, job: Job, queue: Queue) -> None:
             try:
-                func_name = job.func_name
-                error = None if func_name == JOB_FUNCTION else f"job calls {func_name!r}"
+                func_name, args, kwargs = job.func_name, job.args, job.kwargs
+                if func_name != JOB_FUNCTION:
+                    error: str | None = f"job calls {func_name!r}"
+                elif kwargs or not isinstance(args, list | tuple) or len(args) != 1:
+                    error = "job arguments are not one envelope"
+                else:
+                    error = None
             except Exception as err:  # noqa: BLE001 - undecodable job data: refuse it
                 error = f"job data does not decode: {type(err).__name__}: {err}"
-            if error is None:
-                super().execute_job(job, queue)
+            if error is not None:
+                if dead_letter_job is not None:
+                    unusable(job.id, f"JOB_REFUSED: {error}")
+                else:
+                    log.error("job_refused", job_id=job.id, error=error, allowed=JOB_FUNCTION)
+                    job.delete()
                 return
-            log.error("job_refused", job_id=job.id, error=error, allowed=JOB_FUNCTION)
-            if self.dead_letter is not None:
-                self.dead_letter(_raw_job(job), f"JOB_REFUSED: {error}")
-            job.delete()
+            job.timeout = job_time_limit(job.timeout, task_time_left(args[0], self.clock.now()))
+            super().execute_job(job, queue)
+
+        @staticmethod
+        def disarm_job_timeout() -> None:
+            """End the running job's time limit (the job function calls this before it
+            publishes: the limit bounds the work on the host, not the result's delivery)."""
+            penalty = DeadlinePenalty.active
+            if penalty is not None:
+                penalty.cancel_death_penalty()
 
     return GuardedWorker
 
 
-def _raw_job(job: Any) -> str:
-    """The job hash as text, for the dead letter (what a foreign writer put there)."""
-    raw = job.connection.hgetall(job.key)
-    return json.dumps(
-        {k.decode(errors="replace"): v.decode(errors="replace") for k, v in raw.items()}
-    )[:16384]
+@contextlib.contextmanager
+def _recording(worker: Any) -> Iterator[None]:
+    """Note an error escaping a step of RQ's work loop on ``worker.failure``, and re-raise it
+    (RQ's loop only logs what ends it)."""
+    try:
+        yield
+    except Exception as err:
+        if type(err).__name__ not in ("StopRequested", "DequeueTimeout"):  # RQ's control flow
+            worker.failure = err
+        raise
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".rstrip(": ")
+
+
+# -- liveness ---------------------------------------------------------------------------------
+
+
+# KEYS: RQ's worker key, its executions set. ARGV: last_heartbeat as RQ writes it, TTL (s).
+# Only a live registration is refreshed: one that registered its death, or that is gone,
+# must not be brought back by a late beat.
+_BEAT = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('HEXISTS', KEYS[1], 'death') == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+class RqBeat:
+    """A thread that beats on RQ's worker key every BEAT_INTERVAL s while the process lives,
+    whatever the main thread is doing (a long job, a blocking dequeue, a publish retry)."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        from rq import Worker
+        from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE
+
+        self.name = name
+        self.keys = [
+            Worker.redis_worker_namespace_prefix + name,
+            WORKER_EXECUTIONS_KEY_TEMPLATE.format(name),
+        ]
+        self._script = client.register_script(_BEAT)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"beat-{self.name}", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(BEAT_INTERVAL):
+            self.beat()
+
+    def beat(self) -> bool:
+        """Beat once; False if Redis could not be told (or nothing is registered)."""
+        from redis.exceptions import RedisError
+        from rq.utils import now, utcformat
+
+        try:
+            done = self._script(
+                keys=self.keys, args=[utcformat(now()), int(BEAT_PROMISE) + RQ_TTL_MARGIN]
+            )
+        except RedisError as err:
+            if not self._failing:  # once per outage, not every few seconds
+                log.warning("worker_beat_failed", worker=self.name, error=_describe(err))
+            self._failing = True
+            return False
+        self._failing = False
+        return bool(done)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            # A beat in progress may wait out the client's retries (a Redis outage).
+            self._thread.join(BEAT_INTERVAL + 30)
+            self._thread = None
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: a check only, nothing is sent
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """RQ's record of a worker name: who holds it, and how late its promised beat is."""
+
+    fields: dict[str, str]
+    overdue: float  # seconds past the beat the holder promised (<= 0: not late yet)
+
+    @property
+    def stopped(self) -> bool:
+        return "death" in self.fields  # RQ registered its death: it exited cleanly
+
+    @property
+    def host(self) -> str:
+        return self.fields.get("hostname", "")
+
+    @property
+    def pid(self) -> int | None:
+        text = self.fields.get("pid", "")
+        return int(text) if text.isdigit() else None
+
+    @property
+    def alive(self) -> bool:
+        return not self.stopped and self.overdue <= STALE_GRACE
+
+
+def registration(client: redis.Redis, name: str) -> Registration | None:
+    """RQ's registration of worker ``name``; None if there is none.
+
+    How late the holder is comes from the key's TTL, which the holder sets at each beat to
+    its promise plus RQ_TTL_MARGIN: no two hosts' clocks are compared.
+    """
+    from rq import Worker
+
+    from infra.redis.connection import as_text
+
+    key = Worker.redis_worker_namespace_prefix + name
+    pipe = client.pipeline(transaction=True)
+    pipe.hgetall(key)
+    pipe.pttl(key)
+    raw, pttl = pipe.execute()
+    if not raw:
+        return None
+    # A key without a TTL is not kept by RQ's beats: as good as overdue.
+    overdue = float("inf") if pttl < 0 else RQ_TTL_MARGIN - pttl / 1000
+    return Registration({as_text(k): as_text(v) for k, v in raw.items()}, overdue)
+
+
+def claim_name(
+    client: redis.Redis,
+    name: str,
+    *,
+    wait: float = NAME_WAIT,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """Make sure RQ will let this process register as ``name``.
+
+    Free if nobody holds it, or its holder registered its death. A registration is stale,
+    and is taken over, if its holder is provably gone -- it ran on this host under a pid that
+    no longer runs, or under this very process's pid (this process's own earlier run of the
+    work loop, or a predecessor whose pid a restarted container reuses) -- or if its beat is
+    overdue by more than STALE_GRACE s. A holder keeping its promises gets ``wait`` seconds
+    to fall overdue (it may have died a moment ago); after that, WorkerNameTakenError.
+    """
+    deadline = time.monotonic() + wait
+    waiting_logged = False
+    while True:
+        holder = registration(client, name)
+        if holder is None or holder.stopped:
+            return
+        reason = None
+        if holder.host == socket.gethostname() and holder.pid is not None:
+            if holder.pid == os.getpid():
+                reason = "registered under this process's own pid"
+            elif not _pid_running(holder.pid):
+                reason = f"its pid {holder.pid} no longer runs on this host"
+        if reason is None and not holder.alive:
+            reason = f"its heartbeat is {holder.overdue:.0f} s overdue"
+        if reason is not None:
+            _take_over(client, name, holder.fields, reason)
+            return
+        if time.monotonic() >= deadline or stopping():
+            raise WorkerNameTakenError(
+                f"a live worker is named {name!r} already (pid {holder.pid or '?'} on "
+                f"{holder.host or '?'}, last heartbeat "
+                f"{holder.fields.get('last_heartbeat', '?')}): stop it, or give this one "
+                "another --name"
+            )
+        if not waiting_logged:
+            log.warning(
+                "worker_name_busy", worker=name, holder_host=holder.host, holder_pid=holder.pid
+            )
+            waiting_logged = True
+        time.sleep(1.0)  # its TTL runs down on the server; look again
+
+
+def _take_over(client: redis.Redis, name: str, holder: dict[str, str], reason: str) -> None:
+    """Fail the stale registration's running jobs in RQ and register its death.
+
+    Its tasks are not re-queued: their engine times them out and plans new attempts, and a
+    re-run under the same task id would be refused anyway (``RqTaskQueue.claim_run``).
+    """
+    from rq import Queue, SimpleWorker
+    from rq.job import Job, JobStatus
+    from rq.serializers import JSONSerializer
+
+    stale = SimpleWorker.find_by_key(
+        SimpleWorker.redis_worker_namespace_prefix + name,
+        connection=client,
+        serializer=JSONSerializer,
+    )
+    if stale is None:
+        return
+    failed = []
+    for execution in stale.get_current_executions(refresh=True):
+        try:
+            job = Job.fetch(execution.job_id, connection=client, serializer=JSONSerializer)
+        except Exception as err:  # noqa: BLE001 - gone or unreadable: nothing to fail
+            log.info("stale_job_skipped", job_id=execution.job_id, error=_describe(err))
+            continue
+        if job.get_status(refresh=False) != JobStatus.STARTED:
+            continue
+        queue = Queue(job.origin, connection=client, serializer=JSONSerializer)
+        stale.handle_job_failure(
+            job,
+            queue,
+            exc_string=f"worker {name} died while running this job ({reason})",
+            execution=execution,
+        )
+        failed.append(job.id)
+    stale.register_death()  # type: ignore[no-untyped-call]
+    log.warning(
+        "worker_name_taken_over",
+        worker=name,
+        reason=reason,
+        previous_host=holder.get("hostname"),
+        previous_pid=holder.get("pid"),
+        previous_heartbeat=holder.get("last_heartbeat"),
+        failed_jobs=failed,
+    )
+
+
+# -- the command ------------------------------------------------------------------------------
 
 
 def run_worker(
@@ -138,38 +621,55 @@ def run_worker(
     rq_log_level: str = "WARNING",
 ) -> int:
     """Take jobs from ``reaper-<agent_type>`` until stopped (or the queue is empty, with
-    ``burst``); returns how many tasks this worker handled."""
+    ``burst``); returns how many tasks this worker handled.
+
+    Raises WorkerNameTakenError if a live worker has ``name``, and WorkerFailedError if the
+    work loop ended for any reason but a stop request, the end of a burst, or a Redis outage
+    (which is waited out).
+    """
     from rq import get_current_job
     from rq.serializers import JSONSerializer
 
+    from infra.redis.connection import connect
     from infra.redis.keys import job_id_for
 
     agent, local = build_agent(agent_type, ports, loaded, env=env, lab_dir=lab_dir)
     queue = ports.queue
+    name = name or worker_name(agent_type)
 
     def dead_letter(payload: str, error: str) -> None:
         queue.dead_letter_task(agent_type, payload, error)
+
+    def dead_letter_job(job_id: str, error: str) -> None:
+        queue.dead_letter_job(agent_type, job_id, error)
 
     def current_job_id() -> str | None:
         job = get_current_job()
         return None if job is None else job.id
 
+    # RQ's own client: RQ raises its client's socket timeout above its long blocking dequeue
+    # (WORKER_TTL - 5 s), which must not leak into the bus's and the queue's commands.
+    rq_client = connect(setup.redis_url)
+    worker = guarded_worker_class(dead_letter_job)(
+        [queue.queue_name(agent_type)],
+        connection=rq_client,
+        serializer=JSONSerializer,
+        name=name,
+        worker_ttl=WORKER_TTL,
+    )
+    worker.clock = agent.clock
     context = JobContext(
         agent=agent,
         signer=setup.signer,
         dead_letter=dead_letter,
         current_job_id=current_job_id,
         job_id_for=job_id_for,
+        claim=lambda task, token: queue.claim_run(task, f"{name}:{token}"),
+        disarm=worker.disarm_job_timeout,
     )
     install(context)
-    name = name or worker_name(agent_type)
-    worker = guarded_worker_class()(
-        [queue.rq_queue(agent_type)],
-        connection=ports.client,
-        serializer=JSONSerializer,
-        name=name,
-    )
-    worker.dead_letter = dead_letter
+    beat = RqBeat(ports.client, name)
+    worker.beat_promise = BEAT_PROMISE
     log.info(
         "worker_started",
         worker=name,
@@ -180,11 +680,13 @@ def run_worker(
     # RQ logs through the standard library; keep its chatter at the level asked for.
     logging.getLogger("rq").setLevel(rq_log_level)
     try:
-        worker.work(burst=burst, logging_level=rq_log_level, with_scheduler=False)
+        _serve(worker, rq_client, beat, setup.redis_url, burst, rq_log_level)
     finally:
         context.stop.set()
         install(None)
+        beat.stop()
         local.close()
+        rq_client.close()
         log.info(
             "worker_stopped",
             worker=name,
@@ -192,3 +694,109 @@ def run_worker(
             rejected=dict(context.rejected),
         )
     return agent.handled
+
+
+def _serve(
+    worker: Any,
+    rq_client: redis.Redis,
+    beat: RqBeat,
+    url: str,
+    burst: bool,
+    rq_log_level: str,
+) -> None:
+    """Run RQ's work loop until a stop request (or the end of a burst), again after every
+    Redis outage that ended it."""
+    from infra.redis.connection import is_connection_error
+
+    delay = RECONNECT_FIRST
+    while True:
+        worker.failure = None
+        started = time.monotonic()
+        try:
+            claim_name(rq_client, worker.name, stopping=lambda: worker.stop_signalled)
+            beat.start()
+            worker.work(burst=burst, logging_level=rq_log_level, with_scheduler=False)
+        except WorkerNameTakenError:
+            raise
+        except Exception as err:  # noqa: BLE001 - judged below, like the loop's own failures
+            # Registering (birth, death) runs outside RQ's loop and raises straight out; a
+            # failed teardown leaves RQ's command subscription running.
+            worker.failure = err
+            _drop_subscription(worker)
+        failure: BaseException | None = worker.failure
+        if worker.stop_signalled:
+            return
+        if failure is None:
+            if burst:
+                return
+            raise WorkerFailedError(f"worker {worker.name}: RQ's work loop ended by itself")
+        if not is_connection_error(failure):
+            raise WorkerFailedError(
+                f"worker {worker.name} stopped on an unexpected error: {_describe(failure)}"
+            ) from failure
+        if time.monotonic() - started > 10 * RECONNECT_MAX:
+            delay = RECONNECT_FIRST  # a new outage after a good run starts the backoff over
+        log.warning("worker_redis_lost", worker=worker.name, error=_describe(failure))
+        if not _wait_for_redis(worker, url, delay):
+            return
+        log.info("worker_reconnected", worker=worker.name)
+        delay = min(delay * 2, RECONNECT_MAX)
+
+
+def _drop_subscription(worker: Any) -> None:
+    """Stop the thread of RQ's command channel (the next work loop subscribes anew)."""
+    thread, pubsub = worker.pubsub_thread, worker.pubsub
+    worker.pubsub_thread = worker.pubsub = None
+    if thread is not None:
+        thread.stop()
+        thread.join(timeout=1)
+    if pubsub is not None:
+        with contextlib.suppress(Exception):  # Redis may be away: the socket goes anyway
+            pubsub.close()
+
+
+def _wait_for_redis(worker: Any, url: str, first_delay: float) -> bool:
+    """Back off until Redis answers (True) or a stop is signalled (False).
+
+    RQ's signal handlers are replaced meanwhile: RQ's own would talk to Redis, or raise
+    into whatever runs. The first SIGTERM/SIGINT ends the wait, a second one exits at once.
+    """
+    from redis.exceptions import RedisError
+
+    from infra.redis.connection import connect
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if worker.stop_signalled:
+            raise SystemExit(1)
+        worker.stop_signalled = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # A client of its own, without retries: each attempt is one quick PING.
+    probe = connect(url, retries=0, socket_connect_timeout=2.0, socket_timeout=2.0)
+    delay = first_delay
+    try:
+        while True:
+            if not _sleep(delay, lambda: bool(worker.stop_signalled)):
+                return False
+            try:
+                probe.ping()
+            except RedisError as err:
+                log.info("worker_redis_unavailable", error=_describe(err), retry_in=delay)
+            else:
+                return True
+            delay = min(delay * 2, RECONNECT_MAX)
+    finally:
+        probe.close()
+
+
+def _sleep(seconds: float, stopping: Callable[[], bool]) -> bool:
+    """Sleep ``seconds`` in short slices; False as soon as ``stopping()`` (a signal handler
+    sets a flag: a threading.Event set from a handler can deadlock)."""
+    end = time.monotonic() + seconds
+    while not stopping():
+        left = end - time.monotonic()
+        if left <= 0:
+            return True
+        time.sleep(min(left, _STOP_POLL))
+    return False

@@ -15,7 +15,6 @@ import redis
 from click.testing import CliRunner, Result
 from rq import Queue, SimpleWorker
 
-from infra.redis.connection import connect
 from infra.redis.heartbeat import RQ_WORKER_PREFIX
 from overseer.cli.app import reaper
 from tests.redis_server import RedisServer
@@ -26,13 +25,8 @@ PASSWORD = "s3cret-Pa55word"
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    made = connect(redis_server.url)
-    made.flushdb()
-    try:
-        yield made
-    finally:
-        made.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    return redis_client
 
 
 @pytest.fixture

@@ -20,12 +20,23 @@ from pathlib import Path
 import pytest
 from redis import Redis
 from rq import Queue
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from infra.redis.connection import connect
 from infra.redis.queue import RqTaskQueue
-from reaper_engine.models import AgentType, HostOutcome, MissionState, MissionStatus
+from reaper_engine.clock import SystemClock
+from reaper_engine.models import (
+    Action,
+    AgentType,
+    HostOutcome,
+    MissionState,
+    MissionStatus,
+    ResultEvent,
+    Task,
+)
 from reaper_engine.signing import TaskSigner
+from tests.factories import host_spec, make_task
 from tests.integration.conftest import wait_until
 from tests.redis_server import RedisServer
 
@@ -189,6 +200,42 @@ def rq_started(fleet: Fleet, queue: str) -> int:
         client.close()
 
 
+def scan_task(task_id: str, latency: float = 0.0, timeout: float = 120.0) -> Task:
+    """A signed-able scan of a simulated linux host, due now (no engine needed to queue it)."""
+    options = {"process_table": "linux-incident", "latency_seconds": latency}
+    host = host_spec("sim-1", options=options)
+    return make_task(
+        Action.SCAN, host=host, task_id=task_id, now=SystemClock().now(), timeout=timeout
+    )
+
+
+def queue_tasks(fleet: Fleet, *tasks: Task) -> None:
+    client = connect(fleet.redis.url)
+    try:
+        queue = RqTaskQueue(client, TaskSigner(SECRET.encode()))
+        assert queue.publish_many(tasks) == len(tasks)
+    finally:
+        client.close()
+
+
+def results_of(fleet: Fleet, mission_id: str = "m1") -> list[ResultEvent]:
+    """The results workers appended to the mission's stream (no engine reads them here)."""
+    client = connect(fleet.redis.url)
+    try:
+        entries = client.xrange(f"reaper:events:{mission_id}")
+    finally:
+        client.close()
+    return [ResultEvent.model_validate_json(fields[b"event"]) for _, fields in entries]
+
+
+def result_ids(fleet: Fleet) -> list[str]:
+    return [r.task_id for r in results_of(fleet)]
+
+
+def log_count(fleet: Fleet, name: str, event: str) -> int:
+    return sum(1 for line in fleet.log(name).splitlines() if f'"event": "{event}"' in line)
+
+
 # -- the happy path --------------------------------------------------------------------------
 
 
@@ -338,6 +385,9 @@ def test_an_engine_killed_mid_mission_is_resumed_by_another(fleet: Fleet):
     assert {h.outcome for h in final.hosts.values()} == {HostOutcome.REAPED}
     assert final.counters.kills == 3 * 8
     assert_each_result_applied_once(final)
+    # Nothing was lost and covered up by a timeout and a retry: every result reached an
+    # engine, the dead one's read-but-unacknowledged ones by reclaiming.
+    assert final.counters.timeouts == 0
     assert "mission_adopted" in fleet.log("engine-b")
 
 
@@ -355,6 +405,7 @@ def test_a_redis_restart_mid_mission_is_survived_by_every_process(fleet: Fleet):
     assert final.status is MissionStatus.COMPLETED
     assert {h.outcome for h in final.hosts.values()} == {HostOutcome.REAPED}
     assert_each_result_applied_once(final)
+    assert final.counters.timeouts == 0  # no result was lost to the restart
     assert all(p.poll() is None for p in fleet.procs.values())  # nobody died of it
 
 
@@ -373,6 +424,9 @@ def test_malformed_stream_entries_and_jobs_are_dead_lettered_and_the_rest_procee
         rq_queue.enqueue("agents.rq_job.run_task", "{garbage envelope")
         # A job naming another function: RQ would run it; the worker must refuse it.
         rq_queue.enqueue("os.mkdir", str(pwned))
+        # A hash RQ cannot load (its dequeue raises): RQ alone would stop its worker here.
+        rq_queue.enqueue("agents.rq_job.run_task", "{}", job_id="corrupt-1")
+        client.hset("rq:job:corrupt-1", "status", "bogus")
         fleet.engine()
         fleet.worker("linux")
         final = fleet.wait_finished(mission_id)
@@ -383,11 +437,92 @@ def test_malformed_stream_entries_and_jobs_are_dead_lettered_and_the_rest_procee
         assert any(b"{not json" in b"".join(fields.values()) for _, fields in dead_events)
         queue = RqTaskQueue(client, TaskSigner(SECRET.encode()))
         wait_until(
-            lambda: len(queue.dead_letters(AgentType.LINUX)) >= 2, what="refused jobs recorded"
+            lambda: len(queue.dead_letters(AgentType.LINUX)) >= 4, what="refused jobs recorded"
         )
-        errors = [d.error for d in queue.dead_letters(AgentType.LINUX)]
+        dead = {d.payload: d.error for d in queue.dead_letters(AgentType.LINUX)}
+        errors = list(dead.values())
         assert any("TASK_MALFORMED" in e for e in errors), errors
         assert any("JOB_REFUSED" in e and "os.mkdir" in e for e in errors), errors
+        assert dead["no-such-job"].startswith("JOB_MISSING"), dead
+        assert any(e.startswith("JOB_MALFORMED") and "bogus" in e for e in errors), errors
+        assert not client.exists("rq:job:corrupt-1")
         assert not pwned.exists()
+        assert fleet.procs["worker-linux"].poll() is None  # it carried on
     finally:
         client.close()
+
+
+# -- a worker's own faults -------------------------------------------------------------------
+
+
+def test_burst_runs_what_is_queued_then_exits(fleet: Fleet):
+    queue_tasks(fleet, *(scan_task(f"burst-{n}") for n in range(3)))
+    done = fleet.cli("worker", "--agent", "linux", "--burst", "--name", "burst-1")
+    assert done.returncode == 0, done.stderr
+    assert sorted(result_ids(fleet)) == ["burst-0", "burst-1", "burst-2"]
+    assert all(r.error_code is None for r in results_of(fleet))
+    client = connect(fleet.redis.url)
+    try:
+        assert client.llen("rq:queue:reaper-linux") == 0
+        assert client.hexists("rq:worker:burst-1", "death")  # it said it was leaving
+    finally:
+        client.close()
+
+
+def test_a_worker_killed_mid_task_comes_back_under_its_fixed_name(fleet: Fleet):
+    name = "worker-linux-1"  # as docker/compose.yaml names them
+    fleet.worker("linux", name)
+    queue_tasks(fleet, scan_task("slow-1", latency=2.0))
+    wait_until(lambda: rq_started(fleet, "reaper-linux") >= 1, what="a task in flight")
+    fleet.kill(name)  # SIGKILL: its registration stays, and would for minutes
+    fleet.worker("linux", name)
+    queue_tasks(fleet, scan_task("after-1"))
+    wait_until(
+        lambda: "after-1" in result_ids(fleet),
+        timeout=60,
+        what=f"the restarted worker to run a task; logs in {fleet.logs}",
+    )
+    assert "worker_name_taken_over" in fleet.log(name)
+    assert fleet.procs[name].poll() is None
+    client = connect(fleet.redis.url)
+    try:
+        # The killed worker's job is failed in RQ, not left "started" nor run again.
+        assert "slow-1" in FailedJobRegistry("reaper-linux", connection=client)
+        assert StartedJobRegistry("reaper-linux", connection=client).count == 0
+    finally:
+        client.close()
+    assert "slow-1" not in result_ids(fleet)
+    assert fleet.cli("health", "--worker", name).returncode == 0
+
+
+def test_a_worker_rides_out_a_redis_outage_and_its_result_is_not_lost(fleet: Fleet):
+    name = "worker-linux-1"
+    worker = fleet.worker("linux", name)
+    queue_tasks(fleet, scan_task("during-1", latency=2.0))
+    wait_until(lambda: rq_started(fleet, "reaper-linux") >= 1, what="a task in flight")
+    fleet.redis.stop()
+    # Down until the worker has failed to publish the task's result four times: a worker
+    # that gave up after three (about 20 s) lost it, then stopped on the next Redis error.
+    wait_until(
+        lambda: (
+            log_count(fleet, name, "result_publish_failed") >= 4
+            or "result_lost" in fleet.log(name)
+            or worker.poll() is not None
+        ),
+        timeout=90,
+        what="the worker to keep trying to publish",
+    )
+    assert worker.poll() is None, fleet.log(name)
+    fleet.redis.start()  # same port and directory, AOF on: the queue and registrations return
+    wait_until(
+        lambda: "during-1" in result_ids(fleet), timeout=60, what="the result to be published"
+    )
+    queue_tasks(fleet, scan_task("after-1"))
+    wait_until(
+        lambda: "after-1" in result_ids(fleet),
+        timeout=60,
+        what=f"a task queued after the restart to run; logs in {fleet.logs}",
+    )
+    assert sorted(result_ids(fleet)) == ["after-1", "during-1"]  # each once
+    assert "result_lost" not in fleet.log(name)
+    assert worker.poll() is None

@@ -117,3 +117,59 @@ def test_a_task_in_its_own_job_runs(setup):
     context.job_id_for = lambda task_id: task_id
     assert run_task(TaskSigner(SECRET).seal(task))["status"] == "success"
     assert [e.task_id for e in results(bus)] == [task.task_id]
+
+
+# -- each task id runs once ------------------------------------------------------------------
+
+
+def test_a_task_already_claimed_is_skipped_without_a_result(setup):
+    context, bus, dead = setup
+    claims: list[tuple[str, str]] = []
+
+    def claim(task, token):
+        claims.append((task.task_id, token))
+        return len(claims) == 1  # the first run only
+
+    context.claim = claim
+    envelope = TaskSigner(SECRET).seal(make_task(Action.SCAN))
+    assert run_task(envelope)["status"] == "success"
+    assert run_task(envelope) == {"status": "duplicate", "task_id": "t1"}
+    assert [e.task_id for e in results(bus)] == ["t1"]  # one result: the first run's
+    assert context.agent.handled == 1
+    assert context.rejected["TASK_DUPLICATE"] == 1
+    assert claims[0][1] != claims[1][1]  # each run has its own token
+    assert dead == []
+
+
+def test_a_claim_redis_cannot_answer_is_asked_again_with_the_same_token(setup, monkeypatch):
+    context, bus, _ = setup
+    tokens: list[str] = []
+
+    def claim(task, token):
+        tokens.append(token)
+        if len(tokens) < 3:
+            raise ConnectionError("Redis is restarting")
+        return True
+
+    context.claim = claim
+    monkeypatch.setattr(context.stop, "wait", lambda timeout=None: False)  # no real backoff
+    assert run_task(TaskSigner(SECRET).seal(make_task(Action.SCAN)))["status"] == "success"
+    assert len(tokens) == 3
+    assert len(set(tokens)) == 1  # a lost reply's claim is recognised as ours
+    assert [e.task_id for e in results(bus)] == ["t1"]
+
+
+def test_the_time_limit_ends_before_any_result_is_published(setup, monkeypatch):
+    context, bus, _ = setup
+    order: list[str] = []
+    context.disarm = lambda: order.append("disarm")
+    real_publish = bus.publish
+
+    def publish(event):
+        order.append("publish")
+        real_publish(event)
+
+    monkeypatch.setattr(bus, "publish", publish)
+    run_task(TaskSigner(SECRET).seal(make_task(Action.SCAN)))
+    run_task(TaskSigner(None).seal(make_task(Action.SCAN, task_id="t2")))  # a refusal
+    assert order == ["disarm", "publish", "disarm", "publish"]

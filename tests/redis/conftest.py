@@ -23,17 +23,6 @@ def signer() -> TaskSigner:
 
 
 @pytest.fixture
-def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    """A client of the session's server, flushed first; closed at teardown."""
-    client = connect(redis_server.url)
-    client.flushdb()
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def new_client(
     redis_server: RedisServer, redis_client: redis.Redis
 ) -> Iterator[Callable[[], redis.Redis]]:

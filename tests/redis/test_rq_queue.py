@@ -17,7 +17,7 @@ from rq.serializers import JSONSerializer
 
 from infra.redis.connection import connect
 from infra.redis.keys import RedisKeys, job_id_for
-from infra.redis.queue import JOB_FUNCTION, RqTaskQueue
+from infra.redis.queue import JOB_FUNCTION, RUN_CLAIM_MARGIN, RqTaskQueue
 from reaper_engine.clock import ManualClock, SystemClock
 from reaper_engine.models import OS, Action, AgentType
 from reaper_engine.signing import TaskSigner
@@ -367,3 +367,40 @@ def test_expiry_arithmetic_uses_the_queue_clock(any_client, signer):
     assert job.timeout == 90
     ttl = any_client.ttl(RedisKeys(PREFIX).task_guard("t1"))
     assert 90 + 3600 - 5 <= ttl <= 90 + 3600
+
+
+# -- the worker's side: run claims and refused jobs ---------------------------------------
+
+
+def test_a_task_is_claimed_for_one_run_until_shortly_after_its_deadline(any_client, signer):
+    queue = queue_on(any_client, signer)  # the queue's clock is T0; the task ends at T0 + 60
+    t1 = task("t1", timeout=60)
+    assert queue.claim_run(t1, "worker-a:run-1") is True
+    assert queue.claim_run(t1, "worker-b:run-2") is False  # a second run of the same id
+    # The client retried a SET whose reply it lost: the claim it finds is its own.
+    assert queue.claim_run(t1, "worker-a:run-1") is True
+    key = RedisKeys(PREFIX).task_ran("t1")
+    assert any_client.get(key) == b"worker-a:run-1"
+    assert 60 + RUN_CLAIM_MARGIN - 5 <= any_client.ttl(key) <= 60 + RUN_CLAIM_MARGIN
+    assert queue.claim_run(task("t2", timeout=60), "worker-b:run-3") is True  # ids apart
+
+
+def test_dead_letter_job_records_the_raw_hash_and_removes_the_job(any_client, signer):
+    queue = queue_on(any_client, signer)
+    any_client.hset("rq:job:bad-1", mapping={"status": "bogus", "origin": "reaper-linux"})
+    intermediate = queue.rq_queue(LINUX).intermediate_queue_key
+    any_client.rpush(intermediate, "bad-1")  # where RQ's dequeue moved it
+    queue.dead_letter_job(LINUX, "bad-1", "JOB_MALFORMED: status")
+    [dead] = queue.dead_letters(LINUX)
+    assert dead.error == "JOB_MALFORMED: status"
+    assert json.loads(dead.payload) == {"status": "bogus", "origin": "reaper-linux"}
+    assert not any_client.exists("rq:job:bad-1")
+    assert any_client.llen(intermediate) == 0
+
+
+def test_dead_letter_job_never_touches_the_job_a_foreign_id_points_at(any_client, signer):
+    queue = queue_on(any_client, signer)
+    queue.publish(task("t1"))
+    queue.dead_letter_job(LINUX, "t1:x", "JOB_MISSING")  # RQ would read it as job "t1"
+    assert any_client.exists("rq:job:t1")
+    assert [d.payload for d in queue.dead_letters(LINUX)] == ["t1:x"]
