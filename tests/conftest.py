@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 
 from infra.redis.connection import connect
 from tests.redis_server import RedisServer, require_redis_server
@@ -39,3 +40,14 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_is_per_test() -> Iterator[None]:
+    """CLI tests configure logging (a level, a renderer) as the commands do; restore it, so a
+    later test's ``capture_logs`` sees every event whatever ran before it."""
+    saved = structlog.get_config()
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
