@@ -205,6 +205,7 @@ class RedisStreamEventBus(EventBus):
             return []
         min_idle_ms = max(0, math.floor(min_idle_seconds * 1000))
         claimed: list[tuple[bytes, dict[bytes, bytes] | None]] = []
+        deleted = 0  # Redis >= 7 reports entries trimmed away while pending apart
         cursor: bytes | str = "0-0"
         try:
             for _ in range(_AUTOCLAIM_ROUNDS):
@@ -218,6 +219,7 @@ class RedisStreamEventBus(EventBus):
                 )
                 cursor = reply[0]
                 claimed.extend(reply[1])
+                deleted += len(reply[2]) if len(reply) > 2 else 0
                 if len(claimed) >= max_count or cursor in (b"0-0", "0-0"):
                     break
         except ResponseError as err:
@@ -228,6 +230,10 @@ class RedisStreamEventBus(EventBus):
         gone = [entry_id for entry_id, fields in claimed if fields is None]
         if gone:  # trimmed away while pending (Redis 6.2 still lists them): nothing to redo
             self._client.xack(key, GROUP, *gone)
+        if gone or deleted:
+            # Results lost to MAXLEN before an engine applied them: their tasks time out and
+            # are retried. Say so, loudly.
+            log.warning("results_trimmed_unread", mission_id=mission_id, count=len(gone) + deleted)
         if not live:
             return []
         counts = self._delivery_counts(key, [entry_id for entry_id, _ in live])

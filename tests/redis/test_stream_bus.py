@@ -7,6 +7,7 @@ import time
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from infra.redis.bus import GROUP, RedisStreamEventBus
 from infra.redis.connection import connect
@@ -199,3 +200,16 @@ def test_the_mission_id_of_the_dead_letter_stream_is_refused(any_client):
     bus = bus_on(any_client)
     with pytest.raises(ValueError, match="reserved"):
         bus.publish(event("t1", mission_id="dead"))
+
+
+def test_results_trimmed_away_unread_are_reported_and_not_pending(any_client):
+    bus = bus_on(any_client)
+    for n in range(3):
+        bus.publish(event(f"t{n}"))
+    assert len(bus.read("m1", timeout=1)) == 3  # read, never acknowledged: pending
+    any_client.xtrim(RedisKeys(PREFIX).events("m1"), maxlen=0)  # as MAXLEN would
+    with capture_logs() as logs:
+        assert bus.claim_stale("m1", min_idle_seconds=0) == []
+    assert bus.pending_count("m1") == 0
+    [warning] = [e for e in logs if e["event"] == "results_trimmed_unread"]
+    assert warning["count"] == 3
