@@ -194,7 +194,7 @@ class MissionEngine:
                 verdicts.append(verdict)
             return changed
 
-        if self._mutate(change, reuse=True) is None:
+        if self._mutate(change, reuse=True, keep=True) is None:
             verdicts = [ApplyResult.UNKNOWN_MISSION] * len(events)
         for event, verdict in zip(events, verdicts, strict=True):
             if verdict is ApplyResult.APPLIED:
@@ -251,7 +251,7 @@ class MissionEngine:
                 state.updated_at = now
             return changed
 
-        return self._mutate(change, keep=True)
+        return self._mutate(change, reuse=True, check=True, keep=True)
 
     def cancel(self, reason: str = "cancelled by operator") -> MissionState | None:
         """Stop scheduling: queued tasks are withdrawn, late results are ignored."""
@@ -439,19 +439,29 @@ class MissionEngine:
         change: Callable[[MissionState, _Effects], bool],
         *,
         reuse: bool = False,
+        check: bool = False,
         keep: bool = False,
     ) -> MissionState | None:
         """Load, change, compare-and-set save (retrying on conflict), then carry out effects.
 
         ``keep`` hands the resulting state to the next call made with ``reuse``, which then
-        skips its load: the event loop's tick() and the batch after it load the mission once,
-        not twice (a load decodes the whole state: the larger part of a result's cost in a
-        big mission). A stale state is safe to reuse: its save fails the version check,
-        and the change is made again on a fresh load. Any other call forgets it, and so
-        does a failure, since ``change`` may have half-changed it.
+        skips its load: an engine owns its mission (its lease), so the state it saved last is
+        nearly always the current one, and a load decodes the whole state — the larger part
+        of a result's cost in a big mission. A stale state is safe to change: its save fails
+        the version check and the change is made again on a fresh load. ``check`` also
+        compares versions before using it (one small read), for callers that act on what
+        they find even when they change nothing: the loop's tick must see another process's
+        cancel. Any other call forgets the kept state, and so does a failure, since
+        ``change`` may have half-changed it.
         """
         with self._lock:
             reused, self._reusable = (self._reusable if reuse else None), None
+            if (
+                reused is not None
+                and check
+                and self.store.version(self.mission_id) != reused.version
+            ):
+                reused = None
             for _ in range(_SAVE_RETRIES):
                 state = reused if reused is not None else self.store.load(self.mission_id)
                 reused = None

@@ -133,6 +133,13 @@ class MissionStore(ABC):
     def list_ids(self) -> list[str]:
         """Mission ids, oldest first."""
 
+    def version(self, mission_id: str) -> int | None:
+        """The stored version of a mission (None if there is none): lets a reader tell
+        whether a copy it holds is current without loading the whole state. Adapters
+        override this default, which loads it."""
+        state = self.load(mission_id)
+        return state.version if state is not None else None
+
 
 class Leases(ABC):
     """Exclusive, expiring ownership of missions."""

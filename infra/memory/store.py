@@ -47,6 +47,10 @@ class InMemoryMissionStore(MissionStore):
             self._versions[state.mission_id] = saved.version
         return saved
 
+    def version(self, mission_id: str) -> int | None:
+        with self._lock:
+            return self._versions.get(mission_id)
+
     def list_ids(self) -> list[str]:
         with self._lock:
             return list(self._docs)

@@ -102,6 +102,10 @@ class RedisMissionStore(MissionStore):
         doc = self._client.hget(self._keys.mission(mission_id), "doc")
         return decode(MissionState, doc) if doc is not None else None
 
+    def version(self, mission_id: str) -> int | None:
+        version = self._client.hget(self._keys.mission(mission_id), "version")
+        return int(version) if version is not None else None
+
     def save(self, state: MissionState) -> MissionState:
         saved = state.model_copy(update={"version": state.version + 1})
         mission_id = state.mission_id

@@ -30,6 +30,17 @@ def test_create_twice_raises_value_error(mission_store):
     assert loaded.version == 1
 
 
+def test_version_follows_creates_and_saves_without_a_load(mission_store):
+    assert mission_store.version("m1") is None
+    created = mission_store.create(make_state(mission_id="m1"))
+    assert mission_store.version("m1") == 1
+    mission_store.save(created)
+    assert mission_store.version("m1") == 2
+    with pytest.raises(ConcurrentUpdateError):
+        mission_store.save(created)  # a stale copy changes nothing, the version included
+    assert mission_store.version("m1") == 2
+
+
 def test_load_unknown_returns_none(mission_store):
     assert mission_store.load("nope") is None
 

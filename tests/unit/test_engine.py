@@ -764,3 +764,25 @@ def test_a_task_published_after_another_process_cancelled_is_pulled_when_the_loo
     assert final is not None
     assert final.status is MissionStatus.CANCELLED
     assert rig.queue.size(late.agent_type) == 0
+
+
+def test_the_loop_reuses_the_state_it_saved_but_sees_another_process_change_it():
+    rig = Rig(LINUX)
+    rig.start()
+    loads: list[str] = []
+    load = rig.store.load
+
+    def counting_load(mission_id: str):
+        loads.append(mission_id)
+        return load(mission_id)
+
+    rig.store.load = counting_load  # type: ignore[method-assign]
+    rig.bus.publish(rig.run(only(rig.take())))
+    assert rig.engine.step(0.01)  # a tick, then the result: one load for both
+    assert rig.engine.step(0.01)  # nothing new: the state it saved is current, no load
+    assert loads == ["m1"]
+    assert rig.state().counters.results_applied == 1
+    rig.new_engine().cancel("operator")  # another process
+    loads.clear()
+    assert not rig.engine.step(0.01)  # the version moved: loaded again, and the loop ends
+    assert loads == ["m1"]
