@@ -47,8 +47,8 @@ class WorkerBeat:
         rather than comparing ``last_heartbeat`` with this machine's clock, needs no clock
         agreement between the worker's host and this one.
         """
-        if self.expires_in is None:
-            return 0.0
+        if self.expires_in is None:  # RQ's beats always set one: nobody keeps this key
+            return float("inf")
         return RQ_HEARTBEAT_MARGIN_SECONDS - self.expires_in
 
     @property

@@ -355,6 +355,8 @@ def health(
                     why = " (no such worker registered)"
                 elif beat.stopped:
                     why = " (stopped)"
+                elif beat.expires_in is None:
+                    why = " (its record never expires: no worker keeps it)"
                 elif not alive:
                     why = f" (heartbeat {beat.overdue_by:.0f} s overdue)"
             else:

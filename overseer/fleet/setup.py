@@ -70,13 +70,6 @@ class RedisPorts:
     leases: RedisLeases
     heartbeats: RedisHeartbeats
 
-    def worker_alive(self, name: str) -> bool:
-        """Whether a worker of that name is registered and keeping to its heartbeat (what
-        ``reaper health --worker`` reports, and what a new worker of that name checks
-        before it takes the name over)."""
-        beat = self.heartbeats.worker_beat(name)
-        return beat is not None and beat.alive
-
     def close(self) -> None:
         self.client.close()
 

@@ -63,7 +63,7 @@ from agents.transports.local import LocalTransportFactory
 from agents.transports.router import TransportRouter
 from infra.audit_log import JsonLinesAuditSink
 from infra.config_files import LoadedConfig
-from infra.redis.heartbeat import RQ_HEARTBEAT_MARGIN_SECONDS, WORKER_GRACE_SECONDS
+from infra.redis.heartbeat import RQ_HEARTBEAT_MARGIN_SECONDS, WORKER_GRACE_SECONDS, WorkerBeat
 from reaper_engine.clock import Clock, SystemClock
 from reaper_engine.errors import ReaperError
 from reaper_engine.log import get_logger
@@ -466,14 +466,24 @@ def _pid_running(pid: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Registration:
-    """RQ's record of a worker name: who holds it, and how late its promised beat is."""
+    """RQ's record of a worker name: who holds it, and its heartbeat (``WorkerBeat``: the
+    same alive rule as ``reaper health --worker``)."""
 
     fields: dict[str, str]
-    overdue: float  # seconds past the beat the holder promised (<= 0: not late yet)
+    beat: WorkerBeat
 
     @property
     def stopped(self) -> bool:
-        return "death" in self.fields  # RQ registered its death: it exited cleanly
+        return self.beat.stopped  # RQ registered its death: it exited cleanly
+
+    @property
+    def overdue(self) -> float:
+        """Seconds past the beat the holder promised (<= 0: not late yet)."""
+        return self.beat.overdue_by
+
+    @property
+    def alive(self) -> bool:
+        return self.beat.alive
 
     @property
     def host(self) -> str:
@@ -483,10 +493,6 @@ class Registration:
     def pid(self) -> int | None:
         text = self.fields.get("pid", "")
         return int(text) if text.isdigit() else None
-
-    @property
-    def alive(self) -> bool:
-        return not self.stopped and self.overdue <= STALE_GRACE
 
 
 def registration(client: redis.Redis, name: str) -> Registration | None:
@@ -506,9 +512,14 @@ def registration(client: redis.Redis, name: str) -> Registration | None:
     raw, pttl = pipe.execute()
     if not raw:
         return None
-    # A key without a TTL is not kept by RQ's beats: as good as overdue.
-    overdue = float("inf") if pttl < 0 else RQ_TTL_MARGIN - pttl / 1000
-    return Registration({as_text(k): as_text(v) for k, v in raw.items()}, overdue)
+    fields = {as_text(k): as_text(v) for k, v in raw.items()}
+    beat = WorkerBeat(
+        name=name,
+        last_heartbeat=fields.get("last_heartbeat"),
+        stopped="death" in fields,
+        expires_in=None if pttl < 0 else pttl / 1000,
+    )
+    return Registration(fields, beat)
 
 
 def claim_name(

@@ -89,6 +89,16 @@ def test_a_worker_that_stopped_is_not_alive(run, client, redis_server: RedisServ
     assert (result.exit_code, result.output) == (1, "worker worker-c: not alive (stopped)\n")
 
 
+def test_a_worker_record_without_an_expiry_is_not_alive(run, client, redis_server: RedisServer):
+    register_worker(client, "worker-d")
+    client.persist(RQ_WORKER_PREFIX + "worker-d")  # RQ's beats always set one
+
+    result = run("health", "--worker", "worker-d", "--redis-url", redis_server.url)
+
+    assert result.exit_code == 1
+    assert "never expires" in result.output
+
+
 def test_an_unknown_worker_is_not_alive(run, client, redis_server: RedisServer):
     result = run("health", "--worker", "nobody", "--redis-url", redis_server.url)
     assert result.exit_code == 1
