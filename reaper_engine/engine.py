@@ -370,15 +370,6 @@ class MissionEngine:
             self.bus.read(self.mission_id, timeout=wait, max_count=self.batch_size)
         )
         return True
-        wait = max_wait
-        wakeup = state.next_wakeup()
-        if wakeup is not None:
-            due_in = (wakeup - self.clock.now()).total_seconds()
-            wait = min(max_wait, max(0.0, due_in))
-        self.handle_deliveries(
-            self.bus.read(self.mission_id, timeout=wait, max_count=self.batch_size)
-        )
-        return state
 
     def handle_deliveries(self, deliveries: Sequence[Delivery]) -> None:
         """Apply a batch in one save and acknowledge it; if the batch fails, fall back to one
