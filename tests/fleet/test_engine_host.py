@@ -51,16 +51,15 @@ class World:
         agents = [cls(self.queue, self.bus, router) for cls in AGENTS.values()]
         self.pools.append(AgentPool(agents).start())
 
-    def host(self, name: str) -> EngineHost:
+    def host(self, name: str, **overrides: Any) -> EngineHost:
+        options: dict[str, Any] = {"poll_seconds": 0.05, "lease_seconds": 10, "max_wait": 0.2}
         return EngineHost(
             store=self.store,
             queue=self.queue,
             bus=self.bus,
             leases=self.leases,
             engine_id=name,
-            poll_seconds=0.05,
-            lease_seconds=10,
-            max_wait=0.2,
+            **(options | overrides),
         )
 
     def create(self, *hosts: str) -> str:
@@ -241,18 +240,8 @@ def test_an_unreadable_mission_does_not_stop_the_missions_after_it(idle_world: W
     world.store._docs[newer] = json.dumps(doc)
     monotonic = Ticker()
     beats: list[EngineHost] = []
-    host = EngineHost(
-        store=world.store,
-        queue=world.queue,
-        bus=world.bus,
-        leases=world.leases,
-        engine_id="engine-a",
-        poll_seconds=0.05,
-        lease_seconds=10,
-        max_wait=0.2,
-        heartbeat=beats.append,
-        unreadable_retry_seconds=60,
-        monotonic=monotonic,
+    host = world.host(
+        "engine-a", heartbeat=beats.append, unreadable_retry_seconds=60, monotonic=monotonic
     )
     try:
         host.step()
@@ -325,15 +314,10 @@ def test_a_failing_step_is_retried_with_backoff_and_the_host_carries_on(idle_wor
     world.store = store
     mission_id = world.create("h1")
     beats: list[int] = []
-    host = EngineHost(
-        store=store,
-        queue=world.queue,
-        bus=world.bus,
-        leases=world.leases,
-        engine_id="engine-a",
+    host = world.host(
+        "engine-a",
         poll_seconds=1.0,
         lease_seconds=15,
-        max_wait=0.2,
         heartbeat=lambda h: beats.append(len(h.missions)),
     )
     stop = RecordingStop(until=lambda: host.adopted == 1)
