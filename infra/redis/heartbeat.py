@@ -23,7 +23,7 @@ RQ_WORKER_PREFIX = "rq:worker:"  # rq.Worker.redis_worker_namespace_prefix
 # idle, beating every worker_ttl - 15 s; SimpleWorker.get_heartbeat_ttl: job timeout + 60
 # when a job starts). So the key keeps existing for this long after a missed heartbeat.
 # (`reaper worker` holds every beat, its own and RQ's, to a 10 s promise:
-# overseer/fleet/worker.py.)
+# overseer/fleet/worker_names.py.)
 RQ_HEARTBEAT_MARGIN_SECONDS = 60.0
 # How late a worker's heartbeat may be before ``reaper health`` calls it dead: a busy Redis
 # or a job finishing at its deadline may delay a beat a little.

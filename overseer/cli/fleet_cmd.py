@@ -226,7 +226,8 @@ def worker(
     SIGTERM or Ctrl-C lets the current task finish, then exits; a second one exits at once.
     """
     setup_logging(ctx, default_level="info")
-    from overseer.fleet.worker import WorkerFailedError, WorkerNameTakenError, run_worker
+    from overseer.fleet.worker import WorkerFailedError, run_worker
+    from overseer.fleet.worker_names import WorkerNameTakenError
     from reaper_engine.models import AgentType
 
     loaded, setup, ports = _connect(fleet)

@@ -18,7 +18,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from overseer.fleet.worker import (
+from overseer.fleet.worker_names import (
     BEAT_PROMISE,
     RQ_TTL_MARGIN,
     STALE_GRACE,
