@@ -33,7 +33,7 @@ COMMAND_MODULES: dict[str, str] = {
     "worker": "fleet_cmd",
     "engine": "fleet_cmd",
     "health": "fleet_cmd",
-    "mission": "fleet_cmd",
+    "mission": "mission_cmd",
 }
 
 

@@ -32,7 +32,7 @@ from infra.redis.connection import connect
 from infra.redis.keys import RedisKeys
 from infra.redis.store import RedisMissionStore
 from overseer.bootstrap import bootstrap
-from overseer.cli import fleet_cmd
+from overseer.cli import mission_cmd
 from overseer.cli.app import reaper
 from overseer.fleet.engine_host import EngineHost
 from overseer.fleet.setup import FleetSetup, RedisPorts, open_redis_ports
@@ -401,7 +401,7 @@ def test_watch_gives_up_on_a_long_outage_with_exit_5(
         return real(self, mid)
 
     monkeypatch.setattr(RedisMissionStore, "load", down_after_first)
-    monkeypatch.setattr(fleet_cmd, "WATCH_OUTAGE_SECONDS", 0.0)
+    monkeypatch.setattr(mission_cmd, "WATCH_OUTAGE_SECONDS", 0.0)
     result = run("mission", "status", mission_id, "--watch", "--interval", "0.1")
 
     assert result.exit_code == 5
