@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from agents.simulation import SimulatedLab
+from agents.transports.base import TransportFactory
 from agents.transports.local import LocalTransportFactory, this_os
 from infra.logging import configure_logging
 from overseer.bootstrap import in_memory_fleet
@@ -90,7 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="format of the log on stderr (default: console)",
     )
     parser.add_argument(
-        "--verbose", action="store_true", help="log every event to stderr (default: errors only)"
+        "--verbose",
+        action="store_true",
+        help="log every event to stderr (default: critical only; progress lines show the rest)",
     )
     return parser.parse_args(argv)
 
@@ -121,8 +124,10 @@ class Progress:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Progress lines already show failures; the log adds detail only when asked for.
-    configure_logging(args.log_format, "info" if args.verbose else "error")
+    # Progress lines already show every outcome, failures included; the log adds detail only
+    # when asked for. "critical", not "error": the seed rules log each kill at their own
+    # log_level (infinite_loop's is "error"), which on a clean run reads like a failure.
+    configure_logging(args.log_format, "info" if args.verbose else "critical")
     try:
         inventory = load_inventory(args.inventory)
         options = MissionOptions(
@@ -148,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     local = LocalTransportFactory()
     progress = Progress(args.quiet)
-    transports = {TransportKind.SIMULATED: lab, TransportKind.LOCAL: local}
+    transports: dict[TransportKind, TransportFactory] = {
+        TransportKind.SIMULATED: lab,
+        TransportKind.LOCAL: local,
+    }
     with in_memory_fleet(transports, listener=progress) as fleet:
         try:
             state = fleet.overseer.create_mission(args.kind, hosts, options)

@@ -30,14 +30,16 @@ class AgentPool:
         return self
 
     def stop(self, timeout: float = 10.0) -> bool:
-        """Stop every agent; True if all threads ended within ``timeout``."""
+        """Stop every agent; True if all threads ended within ``timeout``.
+
+        One interrupt per queue is enough: it is sticky per thread (reaper_engine.ports), so
+        a thread about to block when it fires does not block, and then sees ``_stop``.
+        """
         self._stop.set()
+        queues = {id(agent.queue): agent.queue for agent in self.agents}
+        for queue in queues.values():
+            queue.interrupt()
         deadline = time.monotonic() + timeout
-        # Interrupt again until all have ended: one that was about to block when the first
-        # interrupt fired would otherwise wait out its whole consume timeout.
-        while any(t.is_alive() for t in self._threads) and time.monotonic() < deadline:
-            for agent in self.agents:
-                agent.queue.interrupt()
-            for thread in self._threads:
-                thread.join(0.05)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)

@@ -106,11 +106,11 @@ class OverseerService:
             state = self.get_mission_status(mission_id)  # raises if unknown
             engine = self._engine(mission_id, self.planners(state.options.planner))
         cancelled = engine.cancel(reason)
-        # Wakes a loop blocked reading *this* service's bus (run_loops=True, as in the demo),
-        # which then sees the final status at once. An engine in another process (`reaper
-        # engine`) is not woken: its loop reloads the state every turn and stops within its
-        # max_wait (1 s). Meanwhile it cannot undo the cancel: every change it makes is a
-        # compare-and-set on a fresh load, which now finds the mission cancelled.
+        # Wakes a loop blocked reading *this* service's bus, or about to (run_loops=True, as
+        # in the demo), which then sees the final status at once. An engine in another
+        # process (`reaper engine`) is not woken: its loop reloads the state every turn and
+        # stops within its max_wait (1 s). Meanwhile it cannot undo the cancel: every change
+        # it makes is a compare-and-set on a fresh load, which now finds the mission cancelled.
         self.bus.interrupt()
         return cancelled or self.get_mission_status(mission_id)
 
@@ -126,13 +126,16 @@ class OverseerService:
                 self._changed.wait(remaining)
 
     def shutdown(self, timeout: float = 10.0) -> bool:
-        """Stop every mission loop; True if all ended within ``timeout``."""
+        """Stop every mission loop; True if all ended within ``timeout``.
+
+        One interrupt is enough: it is sticky per thread (reaper_engine.ports), so a loop
+        about to read when it fires does not block, and then sees ``_stop``.
+        """
         self._stop.set()
+        self.bus.interrupt()
         deadline = time.monotonic() + timeout
-        while any(t.is_alive() for t in self._loops.values()) and time.monotonic() < deadline:
-            self.bus.interrupt()
-            for thread in self._loops.values():
-                thread.join(0.05)
+        for thread in list(self._loops.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._loops.values())
 
     # -- internals --------------------------------------------------------------------------

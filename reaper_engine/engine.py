@@ -1,14 +1,16 @@
 """MissionEngine: one per mission; turns result events into state changes and new tasks.
 
 Every change is load -> modify -> compare-and-set save, retried on a concurrent update, and
-only then are its side effects (publishing tasks, discarding queued ones, notices) carried
-out. An event is acknowledged on the bus only after the state change it caused is saved, so a
-crash at any point loses nothing: unacknowledged events are re-delivered, and re-applying
-an event whose task is already completed changes nothing.
+only then are its side effects (publishing tasks, discarding queued ones, notices and the
+log lines that describe the change) carried out. An event is acknowledged on the bus only
+after the state change it caused is saved, so a crash at any point loses nothing:
+unacknowledged events are re-delivered, and re-applying an event whose task is already
+completed changes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -53,6 +55,9 @@ TIMEOUT_ERROR = "TASK_TIMEOUT"
 BAD_DATA_ERROR = "BAD_RESULT_DATA"
 CANCELLED_ERROR = "CANCELLED"
 LOCKED_ERROR = "HOST_LOCKED"
+NOTHING_PLANNED = "nothing planned"
+# The outcome detail of a host that has had no task yet, while every proposal for it is refused.
+_NOT_ADMITTED = "no task admitted: "
 # A task ended by the engine rather than by its result. It may still be running somewhere:
 # its queue entry is discarded (again on resume), and its real result, if a reap's, is folded
 # in late so that no kill goes unrecorded.
@@ -91,12 +96,19 @@ class _Effects:
     publish: list[Task] = field(default_factory=list)
     discard: list[str] = field(default_factory=list)
     notices: list[tuple[str, str | None, str]] = field(default_factory=list)
+    # Log lines about the change, written like notices once it is saved: a change retried
+    # after a save conflict, or never saved, must not log twice or describe what never was.
+    logs: list[tuple[int, str, dict[str, object]]] = field(default_factory=list)
+    planner_error: str | None = None  # the last planner call of this change raised this
     # Pending task ids by host, built on first use and kept up to date by the change: "is
     # this host still busy?" is then O(1), not a walk over every pending task per result.
     _pending_by_host: dict[str, set[str]] | None = None
 
     def note(self, kind: str, host_id: str | None, detail: str) -> None:
         self.notices.append((kind, host_id, detail))
+
+    def log(self, level: int, event: str, **fields: object) -> None:
+        self.logs.append((level, event, fields))
 
     def has_pending(self, state: MissionState, host_id: str) -> bool:
         if self._pending_by_host is None:
@@ -155,12 +167,16 @@ class MissionEngine:
         state = state.model_copy(deep=True)
         state.status = MissionStatus.RUNNING
         state.created_at = state.updated_at = now
-        planned = self._ask_planner(lambda: self.planner.initial_tasks(state))
+        planned = self._ask_planner(lambda: self.planner.initial_tasks(state), fx)
+        if fx.planner_error is not None:
+            for host in state.hosts.values():
+                host.outcome_detail = f"{NOTHING_PLANNED}: planner failed ({fx.planner_error})"
         self._admit(state, planned, fx, now)
         self._dispatch_due(state, fx, now)
         self._settle(state, fx, now)
         with self._lock:
             saved = self.store.create(state)
+            # Only now, and before what the change logs (which may be mission_finished).
             self._log.info(
                 "mission_started",
                 kind=state.kind.value,
@@ -215,7 +231,7 @@ class MissionEngine:
         record = state.completed_tasks.get(event.task_id)
         if record is not None:
             if _is_late_reap(record, event):
-                self._fold_late(state, record, event)
+                self._fold_late(state, record, event, fx)
                 return ApplyResult.LATE
             return ApplyResult.DUPLICATE
         pending = state.pending_tasks.get(event.task_id)
@@ -475,6 +491,8 @@ class MissionEngine:
             )
 
     def _carry_out(self, state: MissionState, fx: _Effects) -> None:
+        for level, event, fields in fx.logs:
+            self._log.log(level, event, **fields)
         if fx.discard:
             self.queue.discard(fx.discard)
         if fx.publish:
@@ -495,7 +513,7 @@ class MissionEngine:
         self, state: MissionState, task: Task, event: ResultEvent, fx: _Effects, now: datetime
     ) -> None:
         host = state.hosts[task.host_id]
-        event = self._apply_payload(host, task, event, state)
+        event = self._apply_payload(host, task, event, state, fx)
         _complete(state, task, event.status, event.error_code, event.summary, now, fx)
         host.remember_task(task.task_id)
         state.counters.results_applied += 1
@@ -504,13 +522,8 @@ class MissionEngine:
             host.host_id,
             f"{task.action.value} {event.status.value}: {event.summary}".rstrip(": "),
         )
-        if event.status is ResultStatus.ERROR:
-            self._record_failure(state, host, event, fx)
-        else:
-            host.last_status = (
-                HostStatus.HEALTHY if event.status is ResultStatus.SUCCESS else HostStatus.DEGRADED
-            )
-        self._log.info(
+        fx.log(
+            logging.INFO,
             "result_applied",
             task_id=task.task_id,
             host_id=host.host_id,
@@ -518,8 +531,14 @@ class MissionEngine:
             status=event.status.value,
             error_code=event.error_code,
         )
+        if event.status is ResultStatus.ERROR:
+            self._record_failure(state, host, event, fx)
+        else:
+            host.last_status = (
+                HostStatus.HEALTHY if event.status is ResultStatus.SUCCESS else HostStatus.DEGRADED
+            )
         if state.status is MissionStatus.RUNNING and not host.locked:
-            planned = self._ask_planner(lambda: self.planner.next_tasks(state, task, event))
+            planned = self._ask_planner(lambda: self.planner.next_tasks(state, task, event), fx)
             # Only what this result admitted can be newly due: tick() dispatches the rest.
             self._dispatch_due(state, fx, now, self._admit(state, planned, fx, now))
         # Only this host's tasks changed, so only it can have finished.
@@ -527,7 +546,7 @@ class MissionEngine:
         state.updated_at = now
 
     def _apply_payload(
-        self, host: HostState, task: Task, event: ResultEvent, state: MissionState
+        self, host: HostState, task: Task, event: ResultEvent, state: MissionState, fx: _Effects
     ) -> ResultEvent:
         """Fold a result's data into the host; invalid data turns the result into an error."""
         if event.status is ResultStatus.ERROR:
@@ -552,7 +571,7 @@ class MissionEngine:
                     verify = VerifyData.model_validate(event.data)
                     host.survivors = list(verify.still_alive)
         except ValidationError as err:
-            self._log.warning("result_data_invalid", task_id=task.task_id, error=str(err))
+            fx.log(logging.WARNING, "result_data_invalid", task_id=task.task_id, error=str(err))
             return event.model_copy(
                 update={
                     "status": ResultStatus.ERROR,
@@ -586,7 +605,7 @@ class MissionEngine:
                     state, pending.task, LOCKED_ERROR, host.lock_reason, fx, self.clock.now()
                 )
         fx.note("host_locked", host.host_id, host.lock_reason)
-        self._log.warning("host_locked", host_id=host.host_id, reason=host.lock_reason)
+        fx.log(logging.WARNING, "host_locked", host_id=host.host_id, reason=host.lock_reason)
 
     def _withdraw(
         self, state: MissionState, task: Task, code: str, why: str, fx: _Effects, now: datetime
@@ -595,7 +614,9 @@ class MissionEngine:
         _complete(state, task, ResultStatus.ERROR, code, why, now, fx)
         fx.discard.append(task.task_id)
 
-    def _fold_late(self, state: MissionState, record: TaskRecord, event: ResultEvent) -> None:
+    def _fold_late(
+        self, state: MissionState, record: TaskRecord, event: ResultEvent, fx: _Effects
+    ) -> None:
         """Record the kills of a reap the engine had already given up on. Plans nothing."""
         host = state.hosts[record.host_id]
         try:
@@ -604,7 +625,8 @@ class MissionEngine:
             reap = ReapData()
         self._record_kills(state, host, reap)
         state.completed_tasks[record.task_id] = record.model_copy(update={"late_applied": True})
-        self._log.warning(
+        fx.log(
+            logging.WARNING,
             "late_reap_result_recorded",
             task_id=record.task_id,
             host_id=record.host_id,
@@ -619,32 +641,48 @@ class MissionEngine:
             elif kill.outcome in (KillOutcome.FAILED, KillOutcome.DENIED):
                 state.counters.kill_failures += 1
 
-    def _ask_planner(self, ask: Callable[[], list[PlannedTask]]) -> list[PlannedTask]:
+    def _ask_planner(self, ask: Callable[[], list[PlannedTask]], fx: _Effects) -> list[PlannedTask]:
+        fx.planner_error = None
         try:
             return list(ask())
-        except Exception:  # noqa: BLE001 - a broken planner stalls a host, never the engine
-            self._log.exception("planner_failed", planner=self.planner.name)
+        except Exception as err:  # noqa: BLE001 - a broken planner stalls a host, never the engine
+            fx.planner_error = f"{type(err).__name__}: {err}"
+            fx.log(logging.ERROR, "planner_failed", planner=self.planner.name, exc_info=err)
             return []
 
     def _admit(
         self, state: MissionState, planned: list[PlannedTask], fx: _Effects, now: datetime
     ) -> list[str]:
         """Turn proposals into tasks, enforcing the limits the planner cannot override;
-        returns the ids of the tasks admitted."""
+        returns the ids of the tasks admitted.
+
+        A refusal for a host that has had no task yet is kept as its outcome detail: if it
+        never gets one, that is why it ends the mission incomplete (see ``_settle``)."""
         admitted: list[str] = []
         for proposal in planned:
             host = state.hosts.get(proposal.host_id)
             refusal = self._refusal(state, host, proposal)
             params = proposal.params
-            if refusal is None and host is not None and proposal.action is Action.REAP:
-                params, refusal = self._within_budget(state, host, proposal.params)
+            if refusal is None and host is not None:
+                if host.outcome_detail.startswith(_NOT_ADMITTED):
+                    host.outcome_detail = ""  # it gets a task after all
+                if proposal.action is Action.REAP:
+                    params, refusal = self._within_budget(state, host, proposal.params, fx)
             if refusal is not None or host is None:
-                self._log.warning(
+                fx.log(
+                    logging.WARNING,
                     "planned_task_refused",
                     host_id=proposal.host_id,
                     action=proposal.action.value,
                     reason=refusal,
                 )
+                if host is not None and _never_tasked(state, host, fx):
+                    why = f"{proposal.action.value} refused ({refusal})"
+                    host.outcome_detail = (
+                        f"{host.outcome_detail}; {why}"
+                        if host.outcome_detail.startswith(_NOT_ADMITTED)
+                        else f"{_NOT_ADMITTED}{why}"
+                    )
                 continue
             if proposal.attempt > 1:
                 state.counters.retries += 1
@@ -652,6 +690,8 @@ class MissionEngine:
             state.pending_tasks[task.task_id] = PendingTask(task=task)
             fx.pending_added(task)
             host.outcome = None
+            if host.last_status is HostStatus.ERROR:
+                host.last_status = HostStatus.DEGRADED  # no longer failed for good
             admitted.append(task.task_id)
         return admitted
 
@@ -669,7 +709,7 @@ class MissionEngine:
         return None
 
     def _within_budget(
-        self, state: MissionState, host: HostState, params: dict[str, object]
+        self, state: MissionState, host: HostState, params: dict[str, object], fx: _Effects
     ) -> tuple[dict[str, object], str | None]:
         try:
             approved = ReapParams.model_validate(params).approved
@@ -680,7 +720,8 @@ class MissionEngine:
             host.outcome_detail = "kill budget exhausted"
             return params, "kill budget exhausted"
         if len(approved) > remaining:
-            self._log.warning(
+            fx.log(
+                logging.WARNING,
                 "kill_budget_truncated",
                 host_id=host.host_id,
                 asked=len(approved),
@@ -750,27 +791,40 @@ class MissionEngine:
         self, state: MissionState, fx: _Effects, now: datetime, only: HostState | None = None
     ) -> None:
         """Record the outcome of hosts with nothing left to do (every host, or ``only``);
-        complete the mission if nothing is left at all."""
+        complete the mission if nothing is left at all.
+
+        When the mission completes, every host has an outcome: one that never got a task
+        (nothing planned for it, or every proposal refused) is ``incomplete``, with the
+        reason. A host that failed for good (outcome ``failed``) gets status ``error``."""
         if state.status is not MissionStatus.RUNNING:
             return
-        for host in state.hosts.values() if only is None else (only,):
-            if host.outcome is None and not fx.has_pending(state, host.host_id):
-                last = _last_record(state, host)
-                if last is None and not host.locked:
-                    continue
+        finishing = not state.pending_tasks
+        for host in state.hosts.values() if only is None or finishing else (only,):
+            if host.outcome is not None or fx.has_pending(state, host.host_id):
+                continue
+            last = _last_record(state, host)
+            if last is None and not host.locked:
+                if not finishing:
+                    continue  # no task yet: another host's result may still plan one
+                host.outcome = HostOutcome.INCOMPLETE
+                host.outcome_detail = host.outcome_detail or NOTHING_PLANNED
+            else:
                 host.outcome, detail = decide_outcome(
                     state.kind, host, last, scanned=_scanned(state, host)
                 )
                 host.outcome_detail = host.outcome_detail or detail
-                fx.note("host_done", host.host_id, f"{host.outcome.value}: {host.outcome_detail}")
-        if state.pending_tasks:
+            if host.outcome is HostOutcome.FAILED:
+                host.last_status = HostStatus.ERROR
+            fx.note("host_done", host.host_id, f"{host.outcome.value}: {host.outcome_detail}")
+        if not finishing:
             return
         outcomes = [h.outcome for h in state.hosts.values()]
         everything_failed = all(o is not None and is_failed_outcome(o) for o in outcomes)
         state.status = MissionStatus.FAILED if everything_failed else MissionStatus.COMPLETED
         state.finished_at = now
         fx.note("mission_finished", None, state.status.value)
-        self._log.info(
+        fx.log(
+            logging.INFO,
             "mission_finished",
             status=state.status.value,
             kills=state.counters.kills,
@@ -842,6 +896,11 @@ def _scanned(state: MissionState, host: HostState) -> bool:
     return any(ok(r) for r in state.completed_tasks.values())
 
 
+def _never_tasked(state: MissionState, host: HostState, fx: _Effects) -> bool:
+    """Whether ``host`` has had no task in this mission: none finished, none pending."""
+    return not host.last_tasks and not host.locked and not fx.has_pending(state, host.host_id)
+
+
 def _last_record(state: MissionState, host: HostState) -> TaskRecord | None:
     for task_id in reversed(host.last_tasks):
         record = state.completed_tasks.get(task_id)
@@ -861,4 +920,4 @@ def _timeout_result(task: Task, now: datetime) -> ResultEvent:
     )
 
 
-_LEVELS = {"info": 20, "warning": 30}
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING}

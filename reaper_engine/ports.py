@@ -21,11 +21,32 @@ Leases (mission ownership across engine processes)
   * ``acquire`` succeeds for one owner at a time (or again for the holder), until the TTL lapses;
   * ``renew`` extends only the holder's lease and fails once it has lapsed or been taken.
 
-``interrupt`` wakes every blocked reader so that a stopping loop exits at once.
+Stopping a blocking loop (``TaskQueue.interrupt``, ``EventBus.interrupt``)
+  * An interrupt is sticky, per thread: in every thread, the first ``consume`` / ``read`` of
+    that adapter instance to return after ``interrupt()`` was called returns without waiting
+    out its timeout (how soon: below). A call blocked at that moment is woken (None / []);
+    a thread that was not blocked has its next call take only what is already there (a
+    task, events) and return at once (None / [] if nothing is). Later calls wait again.
+    A thread's first call ever counts every interrupt the instance has had.
+  * So one ``interrupt()`` after ``stop.set()`` is enough, however it races the loop: a loop
+    that checks ``stop`` after every call ends within its current turn. No re-interrupting.
+  * How soon a blocked call returns. In memory: at once (a condition notify). On Redis:
+    ``interrupt()`` writes a wake entry that the blocked command is also waiting on, so the
+    call returns one Redis round trip later. If that write fails (Redis unreachable; it is
+    logged, never raised) a blocked call returns when its command does: its timeout, or one
+    blocking slice (just under the client's ``socket_timeout``, 9 s by default), or the
+    connection error. A call that starts after the interrupt never waits, Redis or not: that
+    check is local.
+  * An interrupt reaches only the adapter instance it is called on, in this process. A
+    reader in another process (or on another instance) is not woken: it sees what changed
+    when its own wait ends.
+  * A call may return early without an interrupt of its own (one fired for another reader
+    of the instance): callers treat an empty return as "look again", never as "nothing to do".
 """
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +79,36 @@ class Delivery:
     deliveries: int  # 1 on first delivery, +1 on each re-delivery
 
 
+class Interrupts:
+    """The bookkeeping behind a sticky ``interrupt()``, for adapters.
+
+    A generation counter that ``fire`` bumps, and per thread the generation that thread's
+    last consume / read returned in: ``pending`` says whether the calling thread has an
+    interrupt its calls have not yet returned after. Not thread-safe by itself: use it under
+    the lock that also orders the adapter's waiting (its Condition in memory), so that a call
+    cannot check ``pending`` and start waiting around a ``fire``.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self._seen = threading.local()
+
+    def fire(self) -> int:
+        """Record an interrupt; returns the new generation."""
+        self.generation += 1
+        return self.generation
+
+    def pending(self) -> bool:
+        """True if an interrupt came after this thread's last call returned (or, for a
+        thread that never called, if there was any)."""
+        seen: int = getattr(self._seen, "generation", 0)
+        return seen < self.generation
+
+    def observed(self) -> None:
+        """This thread's call is returning: every interrupt so far has reached it."""
+        self._seen.generation = self.generation
+
+
 class TaskQueue(ABC):
     @abstractmethod
     def publish(self, task: Task) -> bool:
@@ -83,7 +134,8 @@ class TaskQueue(ABC):
 
     @abstractmethod
     def interrupt(self) -> None:
-        """Wake every consumer blocked in ``consume`` (it returns None)."""
+        """Release, in every thread, the consume in progress or else the next one: it returns
+        without waiting (None unless a task is already queued). See the module docstring."""
 
 
 class EventBus(ABC):
@@ -114,7 +166,9 @@ class EventBus(ABC):
     def dead_letters(self, mission_id: str) -> list[DeadLetter]: ...
 
     @abstractmethod
-    def interrupt(self) -> None: ...
+    def interrupt(self) -> None:
+        """Release, in every thread, the read in progress or else the next one: it returns
+        without waiting (only events already there, often []). See the module docstring."""
 
 
 class MissionStore(ABC):

@@ -13,7 +13,7 @@ from reaper_engine.clock import utcnow
 from reaper_engine.errors import MessageDecodeError
 from reaper_engine.log import get_logger
 from reaper_engine.models import ResultEvent
-from reaper_engine.ports import DeadLetter, Delivery, EventBus
+from reaper_engine.ports import DeadLetter, Delivery, EventBus, Interrupts
 
 log = get_logger(__name__)
 
@@ -38,7 +38,7 @@ class InMemoryEventBus(EventBus):
         self._cond = threading.Condition()
         self._streams: dict[str, _Stream] = {}
         self._ids = itertools.count(1)
-        self._generation = 0
+        self._interrupts = Interrupts()  # guarded by _cond; see interrupt()
 
     def _stream(self, mission_id: str) -> _Stream:
         return self._streams.setdefault(mission_id, _Stream())
@@ -55,25 +55,35 @@ class InMemoryEventBus(EventBus):
     def read(self, mission_id: str, *, timeout: float, max_count: int = 100) -> list[Delivery]:
         deadline = time.monotonic() + timeout
         with self._cond:
-            generation = self._generation
+            generation = self._interrupts.generation
+            if self._interrupts.pending():
+                deadline = 0.0  # interrupted since this thread's last call: do not wait
             stream = self._stream(mission_id)
-            while True:
-                out: list[Delivery] = []
-                while stream.cursor < len(stream.entries) and len(out) < max_count:
-                    entry_id, payload = stream.entries[stream.cursor]
-                    stream.cursor += 1
-                    try:
-                        event = decode(ResultEvent, payload)
-                    except MessageDecodeError as err:
-                        self._record_dead(stream, mission_id, payload, str(err))
-                        continue
-                    delivery = Delivery(entry_id, mission_id, event, deliveries=1)
-                    stream.pending[entry_id] = _Pending(delivery, payload, time.monotonic())
-                    out.append(delivery)
-                remaining = deadline - time.monotonic()
-                if out or remaining <= 0 or generation != self._generation:
-                    return out
-                self._cond.wait(remaining)
+            try:
+                while True:
+                    out = self._take_new(stream, mission_id, max_count)
+                    remaining = deadline - time.monotonic()
+                    if out or remaining <= 0 or generation != self._interrupts.generation:
+                        return out
+                    self._cond.wait(remaining)
+            finally:
+                self._interrupts.observed()
+
+    def _take_new(self, stream: _Stream, mission_id: str, max_count: int) -> list[Delivery]:
+        """Hand out up to ``max_count`` entries never delivered; dead-letter undecodable ones."""
+        out: list[Delivery] = []
+        while stream.cursor < len(stream.entries) and len(out) < max_count:
+            entry_id, payload = stream.entries[stream.cursor]
+            stream.cursor += 1
+            try:
+                event = decode(ResultEvent, payload)
+            except MessageDecodeError as err:
+                self._record_dead(stream, mission_id, payload, str(err))
+                continue
+            delivery = Delivery(entry_id, mission_id, event, deliveries=1)
+            stream.pending[entry_id] = _Pending(delivery, payload, time.monotonic())
+            out.append(delivery)
+        return out
 
     def ack(self, mission_id: str, delivery_ids: Sequence[str]) -> None:
         with self._cond:
@@ -119,6 +129,8 @@ class InMemoryEventBus(EventBus):
             return list(self._stream(mission_id).dead)
 
     def interrupt(self) -> None:
+        """Sticky per thread (see reaper_engine.ports): wakes every blocked read, and makes
+        the next read of every other thread return without waiting."""
         with self._cond:
-            self._generation += 1
+            self._interrupts.fire()
             self._cond.notify_all()

@@ -12,7 +12,7 @@ from reaper_engine.clock import utcnow
 from reaper_engine.errors import MessageDecodeError
 from reaper_engine.log import get_logger
 from reaper_engine.models import AgentType, Task
-from reaper_engine.ports import DeadLetter, TaskQueue
+from reaper_engine.ports import DeadLetter, Interrupts, TaskQueue
 
 log = get_logger(__name__)
 
@@ -23,7 +23,7 @@ class InMemoryTaskQueue(TaskQueue):
         self._queues: dict[AgentType, deque[tuple[str, str]]] = {a: deque() for a in AgentType}
         self._dead: dict[AgentType, list[DeadLetter]] = {a: [] for a in AgentType}
         self._queued: set[str] = set()  # ids in the queues: a duplicate check is O(1)
-        self._generation = 0  # bumped by interrupt() to release blocked consumers
+        self._interrupts = Interrupts()  # guarded by _cond; see interrupt()
 
     def publish(self, task: Task) -> bool:
         with self._cond:
@@ -43,20 +43,25 @@ class InMemoryTaskQueue(TaskQueue):
     def consume(self, agent_type: AgentType, timeout: float) -> Task | None:
         deadline = time.monotonic() + timeout
         with self._cond:
-            generation = self._generation
-            while True:
-                queue = self._queues[agent_type]
-                while queue:
-                    task_id, payload = queue.popleft()
-                    self._queued.discard(task_id)
-                    try:
-                        return decode(Task, payload)
-                    except MessageDecodeError as err:
-                        self._dead_letter(agent_type, payload, str(err))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or generation != self._generation:
-                    return None
-                self._cond.wait(remaining)
+            generation = self._interrupts.generation
+            if self._interrupts.pending():
+                deadline = 0.0  # interrupted since this thread's last call: do not wait
+            try:
+                while True:
+                    queue = self._queues[agent_type]
+                    while queue:
+                        task_id, payload = queue.popleft()
+                        self._queued.discard(task_id)
+                        try:
+                            return decode(Task, payload)
+                        except MessageDecodeError as err:
+                            self._dead_letter(agent_type, payload, str(err))
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or generation != self._interrupts.generation:
+                        return None
+                    self._cond.wait(remaining)
+            finally:
+                self._interrupts.observed()
 
     def _dead_letter(self, agent_type: AgentType, payload: str, error: str) -> None:
         self._dead[agent_type].append(
@@ -84,6 +89,8 @@ class InMemoryTaskQueue(TaskQueue):
             return list(self._dead[agent_type])
 
     def interrupt(self) -> None:
+        """Sticky per thread (see reaper_engine.ports): wakes every blocked consume, and
+        makes the next consume of every other thread return without waiting."""
         with self._cond:
-            self._generation += 1
+            self._interrupts.fire()
             self._cond.notify_all()

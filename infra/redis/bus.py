@@ -12,7 +12,9 @@ last-delivered id (so it returns as soon as there is anything the group has not 
 however late the XREAD is sent), and this instance's wake stream, from the id of the
 interrupt generation the read started in. ``interrupt()`` bumps the generation and appends
 an entry with that generation as its id, which wakes every read of this instance, whether it
-was already blocked or was about to block. Then the read tries XREADGROUP again.
+was already blocked or was about to block. Then the read tries XREADGROUP again. An
+interrupt is also sticky per thread (``reaper_engine.ports.Interrupts``): a thread that was
+not reading when it fired has its next read take only what is there, without blocking.
 
 Why not ``XREADGROUP ... BLOCK`` plus ``CLIENT UNBLOCK``: an unblock sent just before the
 reader's command reaches the server is lost (the read then sleeps its whole timeout);
@@ -46,7 +48,7 @@ from infra.redis.keys import DEFAULT_PREFIX, RedisKeys
 from reaper_engine.clock import Clock, SystemClock, utcnow
 from reaper_engine.errors import MessageDecodeError
 from reaper_engine.models import ResultEvent
-from reaper_engine.ports import DeadLetter, Delivery, EventBus
+from reaper_engine.ports import DeadLetter, Delivery, EventBus, Interrupts
 
 if TYPE_CHECKING:
     import redis
@@ -87,7 +89,7 @@ class RedisStreamEventBus(EventBus):
         self._wake_key = self._keys.bus_wake(secrets.token_hex(8))
         self._slice = blocking_slice(client)
         self._lock = threading.Lock()
-        self._generation = 0
+        self._interrupts = Interrupts()  # guarded by _lock
         self._grouped: set[str] = set()  # stream keys whose group this instance has ensured
 
     # -- keys and groups --------------------------------------------------------------------
@@ -118,9 +120,21 @@ class RedisStreamEventBus(EventBus):
         )
 
     def read(self, mission_id: str, *, timeout: float, max_count: int = 100) -> list[Delivery]:
+        with self._lock:
+            generation = self._interrupts.generation
+            if self._interrupts.pending():
+                timeout = 0.0  # interrupted since this thread's last read: do not wait
+        try:
+            return self._read(mission_id, generation, timeout, max_count)
+        finally:
+            with self._lock:
+                self._interrupts.observed()
+
+    def _read(
+        self, mission_id: str, generation: int, timeout: float, max_count: int
+    ) -> list[Delivery]:
         from redis.exceptions import ResponseError
 
-        generation = self._generation
         deadline = time.monotonic() + max(timeout, 0.0)
         key = self.stream_key(mission_id)
         self._ensure_group(key)
@@ -145,7 +159,7 @@ class RedisStreamEventBus(EventBus):
                     return out
                 continue  # only malformed entries: they are dead now; look again at once
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or generation != self._generation:
+            if remaining <= 0 or generation != self._interrupts.generation:
                 return []
             last_delivered = _last_delivered(replies[1]) if will_wait else None
             if last_delivered is None:  # the stream went away between the two commands
@@ -325,12 +339,12 @@ class RedisStreamEventBus(EventBus):
         return out
 
     def interrupt(self) -> None:
-        """Wake every ``read`` of this instance now blocked or about to block."""
+        """Wake every ``read`` of this instance now blocked or about to block, and make the
+        next read of every other thread return without blocking."""
         from redis.exceptions import RedisError
 
         with self._lock:
-            self._generation += 1
-            generation = self._generation
+            generation = self._interrupts.fire()
         try:
             pipe = self._client.pipeline(transaction=True)
             # The id carries the generation: a read started before it waits from a lower id.

@@ -17,7 +17,10 @@ that result is how the engine learns of it.
 Waiting. A consumer blocks in ``BLPOP`` on the queue's list and a wake list of its own
 thread; ``interrupt()`` pushes to the wake list of every consumer in progress. Registration
 and the push happen under one lock, with a generation counter, so an interrupt is never lost
-between a consumer's last check and its BLPOP reaching the server.
+between a consumer's last check and its BLPOP reaching the server. An interrupt is also
+sticky per thread (``reaper_engine.ports.Interrupts``): a thread that was not consuming when
+it fired has its next consume take only what is queued, without blocking. That check and
+the registration are one step under the lock, so every interrupt reaches every thread.
 """
 
 # redis and rq are imported where they are used: nothing may import them at module level
@@ -43,7 +46,7 @@ from infra.redis.keys import DEFAULT_PREFIX, RedisKeys, is_rq_job_id, job_id_for
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.clock import Clock, SystemClock
 from reaper_engine.models import AgentType, Task
-from reaper_engine.ports import DeadLetter, TaskQueue
+from reaper_engine.ports import DeadLetter, Interrupts, TaskQueue
 from reaper_engine.signing import TaskRejectedError, TaskSigner
 
 if TYPE_CHECKING:
@@ -120,7 +123,7 @@ class RqTaskQueue(TaskQueue):
         self._calls = itertools.count()
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._generation = 0
+        self._interrupts = Interrupts()  # guarded by _lock
         self._waiting: dict[int, str] = {}  # consume call -> its thread's wake list
 
     # -- for the worker command -------------------------------------------------------------
@@ -225,18 +228,23 @@ class RqTaskQueue(TaskQueue):
 
     def consume(self, agent_type: AgentType, timeout: float) -> Task | None:
         queue_key: str = self._queues[agent_type].key
-        if timeout <= 0:
-            while (raw := self._client.lpop(queue_key)) is not None:
-                task = self._take(agent_type, raw)
-                if task is not None:
-                    return task
-            return None
+        registered = self._register() if timeout > 0 else None
+        if registered is None:  # no wait asked for, or an interrupt this thread has not seen
+            try:
+                while (raw := self._client.lpop(queue_key)) is not None:
+                    task = self._take(agent_type, raw)
+                    if task is not None:
+                        return task
+                return None
+            finally:
+                with self._lock:
+                    self._interrupts.observed()
         deadline = time.monotonic() + timeout
-        token, wake_key, generation = self._register()
+        token, wake_key, generation = registered
         try:
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or generation != self._generation:
+                if remaining <= 0 or generation != self._interrupts.generation:
                     return None
                 wait = remaining if self._slice is None else min(remaining, self._slice)
                 popped = self._client.blpop([queue_key, wake_key], timeout=_blpop_timeout(wait))
@@ -251,22 +259,27 @@ class RqTaskQueue(TaskQueue):
         finally:
             self._unregister(token, wake_key, generation)
 
-    def _register(self) -> tuple[int, str, int]:
+    def _register(self) -> tuple[int, str, int] | None:
+        """Enlist this call for interrupt()'s wake-up: (call token, wake list, generation);
+        None, enlisting nothing, if an interrupt came since this thread's last consume."""
         wake_key: str | None = getattr(self._local, "wake_key", None)
         if wake_key is None:
             wake_key = self._keys.queue_wake(self._instance, next(self._slots))
             self._local.wake_key = wake_key
         with self._lock:
+            if self._interrupts.pending():
+                return None
             token = next(self._calls)
             self._waiting[token] = wake_key
-            return token, wake_key, self._generation
+            return token, wake_key, self._interrupts.generation
 
     def _unregister(self, token: int, wake_key: str, generation: int) -> None:
         from redis.exceptions import RedisError
 
         with self._lock:
             self._waiting.pop(token, None)
-            woken = generation != self._generation
+            woken = generation != self._interrupts.generation
+            self._interrupts.observed()
         if woken:
             # An interrupt may have pushed after we stopped listening: a leftover would end
             # this thread's next consume at once.
@@ -459,11 +472,12 @@ class RqTaskQueue(TaskQueue):
         return int(self._client.llen(self._queues[agent_type].key))
 
     def interrupt(self) -> None:
-        """Wake every ``consume`` of this instance in progress (each returns None)."""
+        """Wake every ``consume`` of this instance in progress (each returns None), and make
+        the next consume of every other thread return without blocking."""
         from redis.exceptions import RedisError
 
         with self._lock:
-            self._generation += 1
+            self._interrupts.fire()
             wake_keys = sorted(set(self._waiting.values()))
             if not wake_keys:
                 return

@@ -173,13 +173,12 @@ class EngineHost:
         """Stop every mission loop and release its lease; True if all ended in time."""
         for running in self._running.values():
             running.stop.set()
+        # One interrupt is enough: it is sticky (reaper_engine.ports), so a loop between
+        # reads when it comes does not wait out its next read either.
+        self.bus.interrupt()
         deadline = time.monotonic() + timeout
-        while any(r.thread.is_alive() for r in self._running.values()):
-            if time.monotonic() >= deadline:
-                break
-            self.bus.interrupt()
-            for running in self._running.values():
-                running.thread.join(0.05)
+        for running in self._running.values():
+            running.thread.join(max(0.0, deadline - time.monotonic()))
         done = not any(r.thread.is_alive() for r in self._running.values())
         for mission_id in list(self._running):
             try:

@@ -16,7 +16,13 @@ NonNegInt = Annotated[int, Field(ge=0)]
 
 
 class ProcessInfo(BaseModel):
-    """One process as listed by a transport. Times are epoch seconds; memory is bytes."""
+    """One process as listed by a transport. Times are epoch seconds; memory is bytes.
+
+    ``cpu_samples`` is left out of JSON: it is the agent's working memory, not part of what
+    a result reports. A JSON round trip therefore gives back the same process *without* its
+    samples (``cpu_samples == ()``), so window rules (``window_cpu``) cannot be evaluated on
+    a decoded copy — evaluate them on the agent's side, where the samples were taken.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -5,11 +5,9 @@ Every test in tests/contract runs once per adapter. An adapter joins the suite b
 MissionStore, and knows how to write a raw (possibly malformed) payload where a foreign
 writer could, so that dead-lettering is tested the same way everywhere.
 
-Redis adapters plug in here: add e.g. ``AdapterFactory("fakeredis", ...)`` built on a
-``fakeredis.FakeRedis()`` shared by the three ports of one test, whose ``inject_task`` does
-an RPUSH/LPUSH of the raw text on the agent type's queue key and whose ``inject_event`` does
-an XADD of the raw text on the mission's stream; and a ``redis`` one marked
-``pytest.mark.redis`` for a real server. Nothing else in the suite needs to change.
+Three families run today: ``memory`` (infra/memory), ``fakeredis`` (the Redis adapters on a
+``fakeredis.FakeServer``) and ``redis`` (the same on a real redis-server, marked
+``pytest.mark.redis``; the ``redis_server`` fixture starts it).
 
 The Redis families (``fakeredis``, ``redis``) share one server between the three ports of a
 test through ``_RedisBackend``, which ``per_test`` opens fresh for every test (a new
@@ -221,7 +219,11 @@ def inject_raw_event(adapter: AdapterFactory, event_bus: EventBus) -> InjectEven
 
 
 class Background:
-    """Run ``fn`` on a daemon thread; ``done`` is set when it returns (result in ``value``)."""
+    """Run ``fn`` on a daemon thread; ``done`` is set when it returns (result in ``value``).
+
+    ``elapsed`` is how long ``fn`` ran; ``finished_at`` the ``time.monotonic()`` it returned
+    at, to time a wake-up from the moment its cause happened.
+    """
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.fn = fn
@@ -230,6 +232,7 @@ class Background:
         self.value: Any = None
         self.error: BaseException | None = None
         self.elapsed: float | None = None
+        self.finished_at: float | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -240,8 +243,14 @@ class Background:
         except BaseException as err:  # noqa: BLE001 - re-raised by result()
             self.error = err
         finally:
-            self.elapsed = time.monotonic() - began
+            self.finished_at = time.monotonic()
+            self.elapsed = self.finished_at - began
             self.done.set()
+
+    def since(self, moment: float) -> float:
+        """Seconds from ``moment`` (a ``time.monotonic()``) to the return of ``fn``."""
+        assert self.finished_at is not None, "the call has not returned"
+        return self.finished_at - moment
 
     def start(self) -> Background:
         self.thread.start()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import Counter
 
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.models import Action, ResultEvent, ResultStatus
@@ -10,6 +13,9 @@ from tests.factories import make_task, result_for
 
 BLOCKED = 0.1
 PROMPT = 2.0
+# A read must return within this of the publish or interrupt that wakes it: far above a real
+# wake-up (milliseconds), far below what a read that polls on a timer would take.
+WAKE = 1.0
 
 
 def event(task_id: str, mission_id: str = "m1", attempt: int = 1, **kw) -> ResultEvent:
@@ -81,11 +87,11 @@ def test_blocked_read_wakes_on_publish_from_another_thread(event_bus, background
     call = background(lambda: event_bus.read("m1", timeout=10))
     assert not call.done.wait(BLOCKED), "read returned before anything was published"
 
+    published_at = time.monotonic()
     event_bus.publish(event("t1"))
 
     assert ids(call.result(PROMPT)) == ["t1"]
-    assert call.elapsed is not None
-    assert call.elapsed < 5
+    assert call.since(published_at) < WAKE
 
 
 def test_publish_to_another_mission_does_not_satisfy_a_blocked_read(event_bus, background):
@@ -100,17 +106,138 @@ def test_interrupt_releases_a_blocked_read_promptly(event_bus, background):
     call = background(lambda: event_bus.read("m1", timeout=10))
     assert not call.done.wait(BLOCKED)
 
+    interrupted_at = time.monotonic()
     event_bus.interrupt()
 
     assert call.result(PROMPT) == []
-    assert call.elapsed is not None
-    assert call.elapsed < 5
+    assert call.since(interrupted_at) < WAKE
 
 
 def test_bus_still_works_after_interrupt(event_bus):
     event_bus.interrupt()
     event_bus.publish(event("t1"))
     assert ids(event_bus.read("m1", timeout=1)) == ["t1"]
+
+
+# -- interrupt is sticky: a read that starts after it does not wait -------------------------
+
+
+def _between_reads(bus, mission_id: str, between: threading.Event, go: threading.Event):
+    """A loop's thread: it has read before, then, between two reads, lets the test interrupt
+    (``between``), and reads again once told to (``go``), with a long timeout. Returns the
+    second read's deliveries and how long it took."""
+
+    def run() -> tuple[list, float]:
+        bus.read(mission_id, timeout=0)
+        between.set()
+        assert go.wait(PROMPT), "the test never let the reader go on"
+        began = time.monotonic()
+        got = bus.read(mission_id, timeout=10)
+        return got, time.monotonic() - began
+
+    return run
+
+
+def test_an_interrupt_fired_before_a_read_starts_still_releases_it(event_bus, background):
+    between, go = threading.Event(), threading.Event()
+    call = background(_between_reads(event_bus, "m1", between, go))
+    assert between.wait(PROMPT)
+
+    event_bus.interrupt()  # the reader is not blocked: it is between two reads
+    go.set()
+
+    got, took = call.result(PROMPT)
+    assert got == []
+    assert took < WAKE  # it did not wait out its 10 s
+
+
+def test_a_read_after_an_interrupt_still_takes_what_is_there(event_bus):
+    event_bus.interrupt()
+    event_bus.publish(event("t1"))
+    began = time.monotonic()
+    assert ids(event_bus.read("m1", timeout=10)) == ["t1"]
+    assert time.monotonic() - began < WAKE
+
+
+def test_an_interrupt_releases_one_read_per_thread_then_reads_wait_again(event_bus):
+    event_bus.read("m1", timeout=0)  # this thread's reads so far saw no interrupt
+    event_bus.interrupt()
+    event_bus.interrupt()  # two before the next read count as one
+
+    began = time.monotonic()
+    assert event_bus.read("m1", timeout=10) == []
+    assert time.monotonic() - began < WAKE
+
+    began = time.monotonic()
+    assert event_bus.read("m1", timeout=0.2) == []
+    assert time.monotonic() - began >= 0.15  # waits again: the interrupt was used up
+
+
+def test_one_interrupt_reaches_blocked_and_not_yet_blocked_readers_alike(event_bus, background):
+    blocked = [background(lambda m=m: event_bus.read(m, timeout=10)) for m in ("m1", "m2")]
+    assert not any(c.done.wait(BLOCKED) for c in blocked)
+    gates = [(threading.Event(), threading.Event()) for _ in range(3)]
+    between = [background(_between_reads(event_bus, "m1", b, g)) for b, g in gates]
+    assert all(b.wait(PROMPT) for b, _ in gates)
+
+    event_bus.interrupt()
+    for _, go in gates:
+        go.set()
+
+    assert [c.result(PROMPT) for c in blocked] == [[], []]
+    results = [c.result(PROMPT) for c in between]
+    assert [got for got, _ in results] == [[], [], []]
+    assert all(took < WAKE for _, took in results)
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+def test_concurrent_publishers_and_readers_deliver_every_event_once(event_bus, background):
+    publishers, per_publisher, readers = 3, 40, 4
+    total = publishers * per_publisher
+    stop = threading.Event()
+    progress = threading.Condition()
+    delivered = [0]
+
+    def read_until_stopped() -> list:
+        got = []
+        while not stop.is_set():
+            batch = event_bus.read("m1", timeout=10, max_count=7)
+            event_bus.ack("m1", [d.delivery_id for d in batch])
+            got.extend(batch)
+            with progress:
+                delivered[0] += len(batch)
+                progress.notify_all()
+        return got
+
+    def publish_all(p: int) -> None:
+        for n in range(per_publisher):
+            event_bus.publish(event(f"p{p}-{n:03d}"))
+
+    reading = [background(read_until_stopped) for _ in range(readers)]
+    publishing = [background(lambda p=p: publish_all(p)) for p in range(publishers)]
+    for call in publishing:
+        call.result(30)
+    with progress:
+        assert progress.wait_for(lambda: delivered[0] >= total, timeout=30), (
+            f"{delivered[0]} of {total} events delivered"
+        )
+    stop.set()
+    event_bus.interrupt()  # once: the readers blocked in a read, or about to start one, end
+    per_reader = [c.result(PROMPT) for c in reading]
+
+    task_ids = [d.event.task_id for got in per_reader for d in got]
+    expected = [f"p{p}-{n:03d}" for p in range(publishers) for n in range(per_publisher)]
+    assert sorted(task_ids) == expected  # none lost, none handed out twice
+    assert Counter(d.delivery_id for got in per_reader for d in got).most_common(1)[0][1] == 1
+    assert all(d.deliveries == 1 for got in per_reader for d in got)
+    for got in per_reader:  # each reader sees each publisher's events in publish order
+        for p in range(publishers):
+            mine = [d.event.task_id for d in got if d.event.task_id.startswith(f"p{p}-")]
+            assert mine == sorted(mine)
+    assert event_bus.pending_count("m1") == 0
+    assert event_bus.claim_stale("m1", min_idle_seconds=0) == []
 
 
 # -- pending, ack, claim_stale ---------------------------------------------------------------

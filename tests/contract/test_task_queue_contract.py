@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.models import OS, Action, AgentType
@@ -14,6 +16,9 @@ MACOS = AgentType.MACOS
 
 BLOCKED = 0.1  # how long a consume must stay blocked to count as "waiting"
 PROMPT = 2.0  # a woken consume must return well within this (its own timeout is 10s)
+# A consume must return within this of the publish or interrupt that wakes it: far above a
+# real wake-up (milliseconds), far below what a consume that polls on a timer would take.
+WAKE = 1.0
 
 
 def linux_task(task_id: str, **kw):
@@ -108,11 +113,11 @@ def test_blocked_consume_wakes_on_publish_from_another_thread(task_queue, backgr
     call = background(lambda: task_queue.consume(LINUX, timeout=10))
     assert not call.done.wait(BLOCKED), "consume returned before anything was published"
 
+    published_at = time.monotonic()
     assert task_queue.publish(task)
 
     assert call.result(PROMPT) == task
-    assert call.elapsed is not None
-    assert call.elapsed < 5
+    assert call.since(published_at) < WAKE
 
 
 def test_publish_for_another_agent_type_does_not_satisfy_a_blocked_consume(task_queue, background):
@@ -127,11 +132,11 @@ def test_interrupt_releases_a_blocked_consume_promptly(task_queue, background):
     call = background(lambda: task_queue.consume(LINUX, timeout=10))
     assert not call.done.wait(BLOCKED)
 
+    interrupted_at = time.monotonic()
     task_queue.interrupt()
 
     assert call.result(PROMPT) is None
-    assert call.elapsed is not None
-    assert call.elapsed < 5
+    assert call.since(interrupted_at) < WAKE
 
 
 def test_interrupt_releases_every_blocked_consumer(task_queue, background):
@@ -147,6 +152,79 @@ def test_queue_still_works_after_interrupt(task_queue):
     task = task_queue.consume(LINUX, timeout=1)
     assert task is not None
     assert task.task_id == "t1"
+
+
+# -- interrupt is sticky: a consume that starts after it does not wait ------------------------
+
+
+def _between_consumes(queue, agent_type: AgentType, between: threading.Event, go: threading.Event):
+    """A loop's thread: it has consumed before, then, between two consumes, lets the test
+    interrupt (``between``), and consumes again once told to (``go``), with a long timeout.
+    Returns the second consume's task and how long it took."""
+
+    def run() -> tuple[object, float]:
+        queue.consume(agent_type, timeout=0)
+        between.set()
+        assert go.wait(PROMPT), "the test never let the consumer go on"
+        began = time.monotonic()
+        task = queue.consume(agent_type, timeout=10)
+        return task, time.monotonic() - began
+
+    return run
+
+
+def test_an_interrupt_fired_before_a_consume_starts_still_releases_it(task_queue, background):
+    between, go = threading.Event(), threading.Event()
+    call = background(_between_consumes(task_queue, LINUX, between, go))
+    assert between.wait(PROMPT)
+
+    task_queue.interrupt()  # the consumer is not blocked: it is between two consumes
+    go.set()
+
+    task, took = call.result(PROMPT)
+    assert task is None
+    assert took < WAKE  # it did not wait out its 10 s
+
+
+def test_a_consume_after_an_interrupt_still_takes_a_queued_task(task_queue):
+    task_queue.interrupt()
+    task_queue.publish(linux_task("t1"))
+    began = time.monotonic()
+    task = task_queue.consume(LINUX, timeout=10)
+    assert task is not None
+    assert task.task_id == "t1"
+    assert time.monotonic() - began < WAKE
+
+
+def test_an_interrupt_releases_one_consume_per_thread_then_consumes_wait_again(task_queue):
+    task_queue.consume(LINUX, timeout=0)  # this thread's consumes so far saw no interrupt
+    task_queue.interrupt()
+    task_queue.interrupt()  # two before the next consume count as one
+
+    began = time.monotonic()
+    assert task_queue.consume(LINUX, timeout=10) is None
+    assert time.monotonic() - began < WAKE
+
+    began = time.monotonic()
+    assert task_queue.consume(LINUX, timeout=0.2) is None
+    assert time.monotonic() - began >= 0.15  # waits again: the interrupt was used up
+
+
+def test_one_interrupt_reaches_blocked_and_not_yet_blocked_consumers_alike(task_queue, background):
+    blocked = [background(lambda a=a: task_queue.consume(a, timeout=10)) for a in AgentType]
+    assert not any(c.done.wait(BLOCKED) for c in blocked)
+    gates = [(threading.Event(), threading.Event()) for _ in range(3)]
+    between = [background(_between_consumes(task_queue, LINUX, b, g)) for b, g in gates]
+    assert all(b.wait(PROMPT) for b, _ in gates)
+
+    task_queue.interrupt()
+    for _, go in gates:
+        go.set()
+
+    assert [c.result(PROMPT) for c in blocked] == [None, None, None]
+    results = [c.result(PROMPT) for c in between]
+    assert [task for task, _ in results] == [None, None, None]
+    assert all(took < WAKE for _, took in results)
 
 
 # -- deduplication --------------------------------------------------------------------------

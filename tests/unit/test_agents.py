@@ -488,19 +488,18 @@ def read_results(bus: InMemoryEventBus, mission_id: str, n: int, deadline: float
 def stop_loop(
     stop: threading.Event, queue: InMemoryTaskQueue, thread: threading.Thread, deadline: float = 60
 ) -> None:
-    """Stop a run() loop as AgentPool does; fail if it has not ended within ``deadline`` s.
+    """Stop a run() loop as AgentPool does (set ``stop``, interrupt once); fail if it has not
+    ended within ``deadline`` s.
 
-    An interrupt that fires while the loop is between consumes is not seen by the next
-    consume, so interrupt again until the thread has ended. The deadline is generous (a slow
-    machine must not fail the test); tests that check promptness give the loop a consume
-    timeout far longer than it, so ending at all proves the interrupt worked.
+    One interrupt must do, wherever the loop is: the interrupt is sticky, so a loop between
+    consumes does not block in its next one. The deadline is generous (a slow machine must
+    not fail the test); tests that check promptness give the loop a consume timeout far
+    longer than it, so ending at all proves the single interrupt worked.
     """
     stop.set()
-    end = time.monotonic() + deadline
-    while thread.is_alive() and time.monotonic() < end:
-        queue.interrupt()
-        thread.join(0.05)
-    assert not thread.is_alive(), "the loop did not stop on stop + interrupt"
+    queue.interrupt()
+    thread.join(deadline)
+    assert not thread.is_alive(), "the loop did not stop on stop + one interrupt"
 
 
 def test_run_loop_survives_a_crashing_handler_and_handles_the_next_task(queue, bus, lab, clk, spec):
@@ -605,6 +604,47 @@ def test_pool_start_and_stop_return_promptly(bus, lab, clk, spec):
     # never flaky under load) deadline proves stop() interrupted them, no stopwatch needed.
     assert pool.stop(timeout=60) is True
     assert sum(a.handled for a in agents) == 1
+
+
+class _ConsumeAfterInterruptQueue(InMemoryTaskQueue):
+    """Every consume starts only once interrupt() has been called, then waits an hour: the
+    interrupt always comes just *before* the consume, between the loop's stop check and it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.consuming = threading.Event()
+        self.interrupted = threading.Event()
+
+    def consume(self, agent_type: AgentType, timeout: float) -> Task | None:
+        self.consuming.set()
+        assert self.interrupted.wait(60), "never interrupted"
+        return super().consume(agent_type, timeout=3600)
+
+    def interrupt(self) -> None:
+        super().interrupt()
+        self.interrupted.set()
+
+
+def test_one_interrupt_stops_a_loop_that_was_between_its_stop_check_and_its_consume(bus, lab, clk):
+    queue = _ConsumeAfterInterruptQueue()
+    agent = LinuxAgent(queue, bus, lab, clock=clk)
+    stop = threading.Event()
+    thread = threading.Thread(target=agent.run, args=(stop,), daemon=True)
+    thread.start()
+    assert queue.consuming.wait(60)  # past its stop check, held before the consume proper
+
+    # Ending at all (the consume waits an hour) proves the one interrupt was not missed.
+    stop_loop(stop, queue, thread)
+    assert agent.handled == 0
+
+
+def test_pool_stop_ends_threads_that_start_consuming_only_after_its_interrupt(bus, lab, clk):
+    queue = _ConsumeAfterInterruptQueue()
+    agents = [cls(queue, bus, lab, clock=clk) for cls in AGENTS.values()]
+    pool = AgentPool(agents, threads_per_agent=2).start()
+    assert queue.consuming.wait(60)
+
+    assert pool.stop(timeout=60) is True  # every consume began after the one interrupt
 
 
 def test_pool_stop_with_nothing_started_is_true():

@@ -17,6 +17,7 @@ from agents.simulation import SimulatedLab
 from agents.transports.router import TransportRouter
 from infra.codec import encode
 from infra.memory import InMemoryEventBus, InMemoryMissionStore, InMemoryTaskQueue
+from overseer.mission_view import render_table
 from reaper_engine.clock import ManualClock
 from reaper_engine.engine import (
     BAD_DATA_ERROR,
@@ -25,6 +26,7 @@ from reaper_engine.engine import (
     MissionEngine,
 )
 from reaper_engine.engine import _Effects as _FakeEffects
+from reaper_engine.errors import ConcurrentUpdateError
 from reaper_engine.models import (
     OS,
     Action,
@@ -251,6 +253,32 @@ def test_non_retriable_error_ends_the_host_as_failed():
     assert state.status is MissionStatus.FAILED
     assert state.hosts["lnx"].outcome is HostOutcome.FAILED
     assert "BOOM" in state.hosts["lnx"].outcome_detail
+    # Failed for good: status error, not merely degraded; and the table shows it.
+    assert state.hosts["lnx"].last_status is HostStatus.ERROR
+    row = next(line for line in render_table(state).splitlines() if line.startswith("lnx "))
+    assert row.split()[2] == "error"
+
+
+def test_a_host_that_runs_out_of_retries_ends_in_error_status():
+    rig = Rig(DOWN, LINUX, options=MissionOptions(max_attempts=2, retry_backoff_seconds=1.0))
+    state = rig.drain()
+    down = state.hosts["down"]
+    assert (down.outcome, down.failure_count, down.locked) == (HostOutcome.FAILED, 2, False)
+    assert down.last_status is HostStatus.ERROR
+    assert state.hosts["lnx"].last_status is HostStatus.HEALTHY
+    assert state.status is MissionStatus.COMPLETED
+
+
+def test_a_failed_host_given_a_new_task_is_no_longer_in_error():
+    rig = Rig()
+    rig.start()
+    task = only(rig.take())
+    rig.engine.process_result(result_for(task, ResultStatus.ERROR, error_code="BOOM"))
+    state = rig.state()
+    assert state.hosts["lnx"].last_status is HostStatus.ERROR
+    rig.engine._admit(state, [PlannedTask("lnx", Action.DISCOVER)], _FakeEffects(), rig.clock.now())
+    host = state.hosts["lnx"]
+    assert (host.outcome, host.last_status) == (None, HostStatus.DEGRADED)
 
 
 def test_overdue_task_becomes_a_timeout_and_late_result_is_ignored():
@@ -303,28 +331,134 @@ def test_audit_mission_is_read_only():
 
 
 class _Pushy:
-    """A planner that tries to reap during an audit, then keeps proposing retries forever."""
+    """A planner that tries to reap lnx during an audit and retries it beyond max_attempts;
+    every other host it plans as the rule-based planner does."""
 
     name = "pushy"
 
     def initial_tasks(self, state):
+        others = [p for p in RuleBasedPlanner().initial_tasks(state) if p.host_id != "lnx"]
         return [
             PlannedTask("lnx", Action.REAP, ReapParams(approved=()).model_dump(mode="json")),
             PlannedTask("lnx", Action.DISCOVER, attempt=99),
+            *others,
         ]
+
+    def next_tasks(self, state, task, result):
+        return RuleBasedPlanner().next_tasks(state, task, result)
+
+
+REFUSED = (
+    "no task admitted: reap refused (audit missions are read-only); "
+    "discover refused (attempt 99 exceeds max_attempts)"
+)
+
+
+def test_engine_refuses_what_the_planner_may_not_do():
+    rig = Rig(LINUX, MAC, kind=MissionKind.AUDIT, planner=_Pushy())
+    with capture_logs() as logs:
+        rig.start()
+    assert [t.host_id for t in rig.take()] == ["mac"]
+    refusals = [e["reason"] for e in logs if e["event"] == "planned_task_refused"]
+    assert refusals == ["audit missions are read-only", "attempt 99 exceeds max_attempts"]
+    state = rig.drain()
+    # The host that never got a task still ends with an outcome, and says why.
+    lnx, mac = state.hosts["lnx"], state.hosts["mac"]
+    assert (lnx.outcome, lnx.outcome_detail) == (HostOutcome.INCOMPLETE, REFUSED)
+    assert lnx.last_status is HostStatus.UNKNOWN
+    assert mac.outcome is HostOutcome.FINDINGS
+    assert state.status is MissionStatus.COMPLETED
+
+
+def test_a_mission_whose_only_host_had_every_task_refused_fails():
+    rig = Rig(LINUX, kind=MissionKind.AUDIT, planner=_Pushy())
+    state = rig.start()
+    assert rig.take() == []
+    assert (state.hosts["lnx"].outcome, state.hosts["lnx"].outcome_detail) == (
+        HostOutcome.INCOMPLETE,
+        REFUSED,
+    )
+    assert state.status is MissionStatus.FAILED
+    assert state.finished_at is not None
+
+
+class _Only:
+    """The rule-based planner, restricted to some hosts: the others get nothing at all."""
+
+    name = "only"
+
+    def __init__(self, *host_ids: str) -> None:
+        self.host_ids = host_ids
+
+    def initial_tasks(self, state):
+        return [p for p in RuleBasedPlanner().initial_tasks(state) if p.host_id in self.host_ids]
+
+    def next_tasks(self, state, task, result):
+        return RuleBasedPlanner().next_tasks(state, task, result)
+
+
+def test_a_planner_that_proposes_nothing_leaves_every_host_incomplete_and_the_mission_failed():
+    rig = Rig(LINUX, MAC, planner=_Only())
+    with capture_logs() as logs:
+        state = rig.start()
+    assert rig.take() == []
+    assert {h.host_id: (h.outcome, h.outcome_detail) for h in state.hosts.values()} == {
+        "lnx": (HostOutcome.INCOMPLETE, "nothing planned"),
+        "mac": (HostOutcome.INCOMPLETE, "nothing planned"),
+    }
+    assert state.status is MissionStatus.FAILED
+    events = [e["event"] for e in logs]
+    assert events.index("mission_started") < events.index("mission_finished")
+
+
+def test_a_host_the_planner_never_plans_for_ends_incomplete_when_the_others_finish():
+    rig = Rig(LINUX, MAC, planner=_Only("mac"))
+    rig.start()
+    assert rig.state().hosts["lnx"].outcome is None  # the mission is still running
+    state = rig.drain()
+    assert (state.hosts["lnx"].outcome, state.hosts["lnx"].outcome_detail) == (
+        HostOutcome.INCOMPLETE,
+        "nothing planned",
+    )
+    assert state.hosts["mac"].outcome is HostOutcome.REAPED
+    assert state.status is MissionStatus.COMPLETED
+
+
+class _BrokenAtStart:
+    name = "broken-at-start"
+
+    def initial_tasks(self, state):
+        raise RuntimeError("no plan today")
 
     def next_tasks(self, state, task, result):
         return []
 
 
-def test_engine_refuses_what_the_planner_may_not_do():
-    rig = Rig(LINUX, kind=MissionKind.AUDIT, planner=_Pushy())
+def test_a_planner_that_raises_at_start_leaves_every_host_incomplete_and_the_mission_failed():
+    rig = Rig(LINUX, MAC, planner=_BrokenAtStart())
     with capture_logs() as logs:
         state = rig.start()
     assert rig.take() == []
-    refusals = [e["reason"] for e in logs if e["event"] == "planned_task_refused"]
-    assert refusals == ["audit missions are read-only", "attempt 99 exceeds max_attempts"]
-    assert state.status is MissionStatus.COMPLETED
+    for host in state.hosts.values():
+        assert host.outcome is HostOutcome.INCOMPLETE
+        assert (
+            host.outcome_detail == "nothing planned: planner failed (RuntimeError: no plan today)"
+        )
+    assert state.status is MissionStatus.FAILED
+    assert rig.state() == state
+    # Logged once the mission is stored, in order, each once.
+    events = [e["event"] for e in logs]
+    assert events == ["mission_started", "planner_failed", "mission_finished"]
+    failed = next(e for e in logs if e["event"] == "planner_failed")
+    assert isinstance(failed["exc_info"], RuntimeError)
+
+
+def test_a_mission_that_cannot_be_stored_logs_nothing_about_it():
+    rig = Rig(planner=_Only())  # would finish at once: nothing planned
+    rig.start()
+    with capture_logs() as logs, pytest.raises(ValueError, match="already exists"):
+        rig.new_engine(_Only()).start_mission(rig.initial)
+    assert logs == []
 
 
 class _Broken:
@@ -551,11 +685,12 @@ def test_reap_tasks_carry_the_remaining_budget_and_pending_reaps_count_against_i
     assert params.max_kills == 10
     state = rig.state()
     # A second reap proposed while the first is pending gets nothing: the budget is in use.
-    with capture_logs() as logs:
-        rig.engine._admit(  # the admission rule itself
-            state, [PlannedTask("lnx", Action.REAP, reap.params)], _FakeEffects(), rig.clock.now()
-        )
-    assert [e["reason"] for e in logs if e["event"] == "planned_task_refused"] == [
+    fx = _FakeEffects()
+    rig.engine._admit(  # the admission rule itself
+        state, [PlannedTask("lnx", Action.REAP, reap.params)], fx, rig.clock.now()
+    )
+    # Logged once the change is saved: here, only recorded.
+    assert [f["reason"] for _, e, f in fx.logs if e == "planned_task_refused"] == [
         "kill budget exhausted"
     ]
 
@@ -786,3 +921,49 @@ def test_the_loop_reuses_the_state_it_saved_but_sees_another_process_change_it()
     loads.clear()
     assert not rig.engine.step(0.01)  # the version moved: loaded again, and the loop ends
     assert loads == ["m1"]
+
+
+def _conflict_first_saves(rig: Rig, conflicts: int) -> None:
+    """Another process saves the mission just before each of our next ``conflicts`` saves."""
+    save = rig.store.save
+    left = [conflicts]
+
+    def conflicting_save(state: MissionState) -> MissionState:
+        if left[0]:
+            left[0] -= 1
+            stored = rig.store.load(state.mission_id)
+            assert stored is not None
+            save(stored)  # bumps the version: ours is now stale
+        return save(state)
+
+    rig.store.save = conflicting_save  # type: ignore[method-assign]
+
+
+def test_a_change_retried_after_a_save_conflict_logs_what_it_did_once():
+    rig = Rig(host_spec("lnx", OS.LINUX, max_failures=1, options={"process_table": "linux-ci"}))
+    rig.start()
+    task = only(rig.take())
+    _conflict_first_saves(rig, 1)
+    failure = result_for(task, ResultStatus.ERROR, error_code="BOOM", retriable=True)
+    with capture_logs() as logs:
+        assert rig.engine.process_result(failure) is ApplyResult.APPLIED
+    assert [e["event"] for e in logs] == [
+        "mission_save_conflict_retrying",
+        "result_applied",
+        "host_locked",
+        "mission_finished",
+    ]
+    state = rig.state()
+    assert (state.counters.results_applied, state.hosts["lnx"].failure_count) == (1, 1)
+    assert state.status is MissionStatus.FAILED
+
+
+def test_a_change_never_saved_logs_nothing_of_what_it_would_have_done():
+    rig = Rig()
+    rig.start()
+    task = only(rig.take())
+    _conflict_first_saves(rig, 100)  # always beaten to it
+    with capture_logs() as logs, pytest.raises(ConcurrentUpdateError):
+        rig.engine.process_result(result_for(task, ResultStatus.ERROR, retriable=False))
+    assert {e["event"] for e in logs} == {"mission_save_conflict_retrying"}
+    assert task.task_id in rig.state().pending_tasks

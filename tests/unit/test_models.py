@@ -30,6 +30,7 @@ from reaper_engine.models import (
     Priority,
     ProcessIdentity,
     ProcessInfo,
+    ProcessState,
     ResultEvent,
     ResultStatus,
     Task,
@@ -350,6 +351,33 @@ def test_process_info_rejects_negative_pid_and_unknown_keys() -> None:
         ProcessInfo(pid=-1, create_time=0)
     with pytest.raises(ValidationError):
         ProcessInfo.model_validate({"pid": 1, "create_time": 0, "colour": "red"})
+
+
+def test_process_info_round_trips_through_json_without_its_cpu_samples() -> None:
+    now = T0.timestamp()
+    samples = ((now - 300.0, 1500.0), (now - 60.0, 1737.0), (now, 1797.0))
+    p = proc(
+        4242,
+        cmd="/tmp/test_loop --forever",
+        cpu=99.9,
+        cpu_time=1797.0,
+        rss_mb=3.5,
+        status=ProcessState.RUNNING,
+        ppid=4000,
+        pgid=4242,
+        sid=3999,
+        exe="/tmp/test_loop",
+        cpu_samples=samples,
+    )
+    text = encode(p)
+    assert "cpu_samples" not in json.loads(text)  # the agent's working memory stays home
+    back = decode(ProcessInfo, text)
+    assert back == p.model_copy(update={"cpu_samples": ()})  # the same process, no samples
+    assert back != p
+    assert (back.cpu_samples, p.window_cpu(60.0)) == ((), (100.0, 60.0))
+    assert back.window_cpu(60.0) is None
+    windows = ProcessInfo(pid=4, name="System", create_time=0, uid=None, is_kernel_thread=True)
+    assert decode(ProcessInfo, encode(windows)) == windows
 
 
 def test_same_process_tolerates_start_time_rounding_only() -> None:
