@@ -73,26 +73,39 @@ class CpuSampler:
             return sum(1 for p in procs if _key(p) in self._history) / len(procs)
 
     def annotate(self, processes: Iterable[ProcessInfo], taken_at: float) -> list[ProcessInfo]:
-        """Fill ``cpu_percent`` and ``cpu_samples``, remember this look, forget the dead."""
+        """Fill ``cpu_percent`` and ``cpu_samples``, remember this look, forget the dead.
+
+        A process with no earlier look (it started since the last one, or a read missed it)
+        gets its lifetime average, cpu time over age: for a process younger than the
+        interval between looks that *is* its recent load, and for any other it is a better
+        guess than psutil's 0.0, which would hide a runaway loop for a whole interval.
+        """
         out: list[ProcessInfo] = []
         histories: dict[_Key, _History] = {}
+        min_window, keep = self.min_window, self.keep
         with self._lock:
+            known = self._history
             for proc in processes:
-                key = _key(proc)
-                old = self._history.get(key) or _History([], [])
-                ref = _reference(old.recent, taken_at, self.min_window)
-                update: dict[str, object] = {}
+                key = (proc.pid, round(proc.create_time, 2))
+                cpu_time = proc.cpu_time
+                old = known.get(key)
+                ref = _reference(old.recent, taken_at, min_window) if old is not None else None
                 if ref is None:
-                    recent = [(proc.cpu_time, taken_at)]
+                    age = taken_at - proc.create_time
+                    percent = 100.0 * cpu_time / age if age > 0 else 0.0
+                    recent = [(cpu_time, taken_at)]
                 else:
+                    assert old is not None  # for mypy: ref comes from old's samples
                     cpu_before, wall_before = old.recent[ref]
                     elapsed = taken_at - wall_before
-                    percent = 100.0 * (proc.cpu_time - cpu_before) / elapsed if elapsed > 0 else 0
-                    update["cpu_percent"] = round(max(0.0, percent), 1)
-                    recent = [*old.recent[ref:], (proc.cpu_time, taken_at)][-self.keep :]
-                checkpoints = self._checkpoint(old.checkpoints, taken_at, proc.cpu_time)
+                    percent = 100.0 * (cpu_time - cpu_before) / elapsed if elapsed > 0 else 0.0
+                    recent = [*old.recent[ref:], (cpu_time, taken_at)][-keep:]
+                checkpoints = self._checkpoint(old.checkpoints if old else [], taken_at, cpu_time)
                 histories[key] = _History(recent, checkpoints)
-                update["cpu_samples"] = (*checkpoints[:-1], (taken_at, proc.cpu_time))
+                update = {
+                    "cpu_percent": round(max(0.0, percent), 1),
+                    "cpu_samples": tuple(checkpoints),
+                }
                 out.append(proc.model_copy(update=update))
             self._history = histories
             self.seeded_at = None

@@ -5,13 +5,16 @@ Usage: .venv/bin/python bench/bench_scan.py [--procs 1000] [--busy 20] [--reps 7
 Spawns ``--procs`` idle children (``sleep 600``, each in a session of its own) so that the
 table is big enough to measure, then times, as medians over ``--reps`` rounds:
 
-* ``procfs read``   ProcfsReader.read()
+* ``procfs read``   ProcfsReader.read(), steady state: the euid of settled processes is
+                    remembered from the previous read (agents/platform/procfs.py)
+* ``procfs read, cold`` a fresh ProcfsReader's first read: ``status`` read for every
+                    root-owned process
 * ``local scan``    LocalTransport.list_processes() with CPU history already present, then
                     policy_for(...) and Detector(10 rules).evaluate(...): what a scan task does
 * ``rules only``    Detector(10 rules).evaluate(...) over a snapshot taken beforehand
 * ``psutil``        psutil.process_iter() with the attributes a scan needs
 * ``ps``            ``ps -eo pid,ppid,uid,etimes,times,pcpu,rss,args``, output read
-* ``sampling scan`` a first scan with no history (two reads 0.25 s apart), fewer rounds
+* ``sampling scan`` a first scan with no history (two reads 0.2 s apart), fewer rounds
 
 The methods take turns within each round, so the machine's noise lands on all of them alike:
 the ratios to psutil and ps from the same run are the figures to compare between runs. Then
@@ -46,6 +49,7 @@ import structlog
 
 from agents.platform import ProcfsReader
 from agents.platform.priority import BoostResult, boost_own_cpu_share, restore_cpu_share
+from agents.platform.procfs import EUID_SETTLED_SECONDS
 from agents.transports.local import LocalTransportFactory
 from reaper_engine.detector import Detector
 from reaper_engine.models import OS, HostSpec, ProcessInfo, TransportKind
@@ -71,7 +75,7 @@ PSUTIL_ATTRS = [
     "memory_info",
 ]
 HOST = HostSpec(host_id="bench", os=OS.LINUX, transport=TransportKind.LOCAL)
-SAMPLING_REPS = 3  # each takes >= 0.25 s of deliberate waiting
+SAMPLING_REPS = 3  # each takes >= 0.2 s of deliberate waiting
 
 
 # -- children ----------------------------------------------------------------------------------
@@ -177,6 +181,7 @@ def measure(reps: int, rules: tuple[Rule, ...]) -> tuple[dict[str, float], int, 
         results = interleaved(
             {
                 "procfs read": reader.read,
+                "procfs read, cold": lambda: ProcfsReader().read(),
                 "local scan": local_scan,
                 "rules only": rules_only,
                 "psutil": with_psutil,
@@ -209,7 +214,15 @@ def boosted(nice: int) -> Iterator[BoostResult]:
 
 # -- report ------------------------------------------------------------------------------------
 
-ORDER = ["procfs read", "local scan", "rules only", "psutil", "ps", "sampling scan"]
+ORDER = [
+    "procfs read",
+    "procfs read, cold",
+    "local scan",
+    "rules only",
+    "psutil",
+    "ps",
+    "sampling scan",
+]
 
 
 def per_k(results: dict[str, float], count: int) -> dict[str, float]:
@@ -287,6 +300,9 @@ def main() -> None:
     boost: BoostResult | None = None
     try:
         spawn([SLEEP, "600"], args.procs, children)
+        # A daemon's table is mostly older than this; the reader remembers the uid of such
+        # processes between reads. The cold row shows a first read without that memory.
+        time.sleep(EUID_SETTLED_SECONDS)
         idle, count, found = measure(args.reps, rules)
         out += table(f"Idle machine, {args.procs} extra sleeping processes", idle, count)
         rss_after_scans = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -260,7 +260,7 @@ _HELP: dict[str, dict[str, str]] = {
         "pid_file": "PID file that stops a second daemon from starting (unset: none).",
     },
     "logging": {
-        "level": "Least severe level written: debug | info | warning | error.",
+        "level": "Least severe level of the daemon's own log: debug | info | warning | error.",
         "file": "The audit log (JSON lines); ~ and $XDG_DATA_HOME are expanded.",
         "max_size_mb": "Rotate the log when it reaches this many MiB (> 0).",
         "rotate_count": "Rotated files to keep (0: truncate instead of keeping any).",
@@ -308,13 +308,18 @@ _HELP: dict[str, dict[str, str]] = {
     "rules.conditions": {
         "cpu_percent_min": "CPU% at least this (busy processes).",
         "cpu_percent_max": "CPU% at most this (idle, hung processes).",
-        "duration_seconds": "Running at least this long, in seconds (with cpu_percent_min).",
+        "duration_seconds": "Window in seconds over which cpu_percent_min must hold (needs it).",
+        "lifetime_cpu_percent_min": "Average CPU% since it started (cpu time / age) at least this.",
+        "lifetime_cpu_percent_max": "Average CPU% since it started (cpu time / age) at most this.",
         "age_seconds": "Older than this, in seconds (or age_hours, not both).",
         "age_hours": "Older than this, in hours (or age_seconds, not both).",
         "memory_mb_min": "Resident memory at least this many MiB.",
+        "memory_mb_max": "Resident memory at most this many MiB.",
         "idle_seconds": "No CPU progress for at least this many seconds (needs scan history).",
         "command_patterns": "The command line matches one of these regexes.",
         "exclude_patterns": "...and none of these.",
+        "exclude_presets": "...nor is one of Reaper's built-in sets: compilers (and build "
+        "tools), browsers, editors, ides.",
         "states": "Process state is one of these (running, sleeping, stopped, zombie, ...).",
         "users": "Owned by one of these users.",
     },
@@ -324,7 +329,7 @@ _HELP: dict[str, dict[str, str]] = {
         "timeout_seconds": "Seconds to wait for it to exit before the fallback signal.",
         "fallback_signal": 'Signal if still alive after the timeout ("none": no fallback).',
         "notify": "Send a desktop notification when it fires.",
-        "log_level": "Level of its audit log line: debug | info | warning | error.",
+        "log_level": "Level of its kill_decision log event: debug | info | warning | error.",
         "scope": "What to signal: process | group (its process group) | tree (+ descendants).",
     },
 }

@@ -41,7 +41,7 @@ class Detector:
             _Compiled(
                 rule=r,
                 include=tuple(re.compile(p) for p in r.conditions.command_patterns),
-                exclude=tuple(re.compile(p) for p in r.conditions.exclude_patterns),
+                exclude=tuple(re.compile(p) for p in r.conditions.all_exclusions),
             )
             for r in self.rules
         )
@@ -92,10 +92,18 @@ def _selects(compiled: _Compiled, proc: ProcessInfo, command: str, now_ts: float
             return False
     if cond.cpu_percent_max is not None and proc.cpu_percent > cond.cpu_percent_max:
         return False
+    if (
+        cond.lifetime_cpu_percent_min is not None or cond.lifetime_cpu_percent_max is not None
+    ) and not _within(
+        100.0 * proc.cpu_time / age if age > 0 else 0.0,  # ProcessInfo.lifetime_cpu_percent
+        cond.lifetime_cpu_percent_min,
+        cond.lifetime_cpu_percent_max,
+    ):
+        return False
     min_age = cond.min_age_seconds
     if min_age is not None and age < min_age:
         return False
-    if cond.memory_mb_min is not None and proc.rss_mb < cond.memory_mb_min:
+    if not _within(proc.rss_mb, cond.memory_mb_min, cond.memory_mb_max):
         return False
     if cond.states and proc.status not in cond.states:
         return False
@@ -106,6 +114,10 @@ def _selects(compiled: _Compiled, proc: ProcessInfo, command: str, now_ts: float
     if compiled.include and not any(p.search(command) for p in compiled.include):
         return False
     return not any(p.search(command) for p in compiled.exclude)
+
+
+def _within(value: float, low: float | None, high: float | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
 def _sustained_holds(proc: ProcessInfo, minimum: float, window: float, age: float) -> bool:
@@ -144,18 +156,23 @@ def _check(compiled: _Compiled, proc: ProcessInfo, now: datetime) -> list[Check]
                 proc.cpu_percent <= cond.cpu_percent_max,
             )
         )
+    if cond.lifetime_cpu_percent_min is not None or cond.lifetime_cpu_percent_max is not None:
+        lifetime = proc.lifetime_cpu_percent(now)
+        checks += _bounds(
+            f"lifetime cpu {lifetime:.1f}%",
+            lifetime,
+            cond.lifetime_cpu_percent_min,
+            cond.lifetime_cpu_percent_max,
+            "%",
+        )
     if cond.idle_seconds is not None:
         checks.append(_idle(proc, cond.idle_seconds, age))
     min_age = cond.min_age_seconds
     if min_age is not None:
         checks.append(Check(f"age {duration(age)} >= {duration(min_age)}", age >= min_age))
-    if cond.memory_mb_min is not None:
-        checks.append(
-            Check(
-                f"memory {proc.rss_mb:.0f} MB >= {cond.memory_mb_min:g} MB",
-                proc.rss_mb >= cond.memory_mb_min,
-            )
-        )
+    checks += _bounds(
+        f"memory {proc.rss_mb:.0f} MB", proc.rss_mb, cond.memory_mb_min, cond.memory_mb_max, " MB"
+    )
     if cond.states:
         checks.append(
             Check(
@@ -177,6 +194,18 @@ def _check(compiled: _Compiled, proc: ProcessInfo, now: datetime) -> list[Check]
         checks.append(
             Check(f"command excluded by {hit!r}" if hit else "command not excluded", hit is None)
         )
+    return checks
+
+
+def _bounds(
+    shown: str, value: float, low: float | None, high: float | None, unit: str
+) -> list[Check]:
+    """``shown >= low`` and ``shown <= high``, for the bounds that are set."""
+    checks = []
+    if low is not None:
+        checks.append(Check(f"{shown} >= {low:g}{unit}", value >= low))
+    if high is not None:
+        checks.append(Check(f"{shown} <= {high:g}{unit}", value <= high))
     return checks
 
 
@@ -232,8 +261,19 @@ def _finding(
 ) -> Finding:
     age = proc.age_seconds(now)
     cond = rule.conditions
-    if cond.cpu_percent_min is not None:
+    measured = proc.window_cpu(cond.duration_seconds) if cond.duration_seconds is not None else None
+    if cond.cpu_percent_min is not None and measured is not None:
+        # The sustained load was measured over a window of the scan history: say which.
+        window = duration(cond.duration_seconds or 0)
+        reason = f"CPU {measured[0]:.1f}% over the last {window} (running {duration(age)})"
+    elif cond.cpu_percent_min is not None and cond.duration_seconds is not None:
+        # No history: the lifetime average held, so the load did last the process's age.
         reason = f"CPU {proc.cpu_percent:.1f}% for {duration(age)}"
+    elif cond.cpu_percent_min is not None:
+        reason = f"CPU {proc.cpu_percent:.1f}% (running {duration(age)})"
+    elif cond.lifetime_cpu_percent_min is not None or cond.lifetime_cpu_percent_max is not None:
+        lifetime = proc.lifetime_cpu_percent(now)
+        reason = f"CPU {lifetime:.1f}% on average since it started {duration(age)} ago"
     elif cond.memory_mb_min is not None:
         reason = f"memory {proc.rss_mb:.0f} MB (age {duration(age)})"
     else:

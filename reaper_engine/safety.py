@@ -186,7 +186,10 @@ class SafetyPolicy:
 
 
 def descendants_of(root_pid: int, processes: Iterable[ProcessInfo]) -> frozenset[int]:
-    """PIDs of every process below ``root_pid`` in the parent tree (not ``root_pid`` itself)."""
+    """PIDs of every process below ``root_pid`` in the parent tree (not ``root_pid`` itself).
+
+    Never ``root_pid``, even when parent links loop back to it, as they can in a table read
+    while PIDs were being reused."""
     children: dict[int, list[int]] = {}
     for proc in processes:
         if proc.pid != proc.ppid:
@@ -195,7 +198,7 @@ def descendants_of(root_pid: int, processes: Iterable[ProcessInfo]) -> frozenset
     stack = list(children.get(root_pid, ()))
     while stack:
         pid = stack.pop()
-        if pid not in found:
+        if pid != root_pid and pid not in found:
             found.add(pid)
             stack.extend(children.get(pid, ()))
     return frozenset(found)

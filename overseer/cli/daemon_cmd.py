@@ -58,34 +58,63 @@ def _verbosity() -> int | None:
     return settings.verbosity if settings is not None else None
 
 
-def _setup_logging(*, daemon: bool = False) -> None:
+def _setup_logging(*, daemon: bool = False, configured: str | None = None) -> None:
     """Logs to stderr at the level and format the global options chose.
 
     A command (stop, status ...) logs warnings by default, like every ``reaper`` command;
-    the foreground daemon, whose log is its only output, logs info (-q: errors, -v: debug).
+    the foreground daemon, whose log is its only output, logs at ``configured`` (the
+    configuration's ``logging.level``; -q: errors, -v: debug). Under ``python -m
+    overseer.daemon`` (how ``reaper start`` runs a detached daemon) the group has already
+    configured logging: ``configured`` replaces its level unless ``--log-level`` was given.
     """
     from overseer.cli.common import Settings, setup_logging
 
     ctx = click.get_current_context(silent=True)
-    if ctx is None or ctx.find_object(Settings) is None:
+    if ctx is None:
+        return
+    settings = ctx.find_object(Settings)
+    if settings is None:
+        if daemon and configured is not None:
+            _standalone_daemon_level(ctx, configured)
         return
     if not daemon:
         setup_logging(ctx)
         return
     from infra.logging import configure_logging
 
-    settings = ctx.find_object(Settings)
-    assert settings is not None
-    level = {-1: "error", 0: "info"}.get(settings.verbosity, "debug")
+    level = daemon_log_level(settings.verbosity, configured or "info")
     configure_logging("json" if settings.log_format == "json" else "console", level)
 
 
+def daemon_log_level(verbosity: int, configured: str) -> str:
+    """The daemon's log level: -q (-1) errors, no flag (0) ``logging.level``, -v debug."""
+    return {-1: "error", 0: configured}.get(verbosity, "debug")
+
+
+def _standalone_daemon_level(ctx: click.Context, configured: str) -> None:
+    import logging
+
+    from click.core import ParameterSource
+
+    from infra.logging import configure_logging
+
+    root = ctx.find_root()
+    if "log_level" not in root.params:
+        return
+    if root.get_parameter_source("log_level") is not ParameterSource.DEFAULT:
+        return  # --log-level given: it wins over the file
+    configure_logging("json" if root.params.get("log_format") == "json" else "console", configured)
+    # configure_logging set the stdlib root level only the first time (logging.basicConfig).
+    logging.getLogger().setLevel(configured.upper())
+
+
 def _log_level_option() -> list[str]:
-    """The detached daemon's ``--log-level``, from the global -q/-v."""
+    """The detached daemon's ``--log-level``, from the global -q/-v; none without either,
+    so that the daemon logs at the configuration's ``logging.level``."""
     verbosity = _verbosity()
-    if verbosity is None:
+    if not verbosity:  # None (outside the reaper group) or 0 (no -q/-v)
         return []
-    return ["--log-level", {-1: "error", 0: "info"}.get(verbosity, "debug")]
+    return ["--log-level", daemon_log_level(verbosity, "info")]
 
 
 def _mark(symbol: str, *, err: bool = False) -> str:
@@ -128,8 +157,8 @@ def _explicit(config_path: Path | None) -> Path | None:
 @config_option
 def start(foreground: bool, config_path: Path | None) -> None:
     """Start the daemon: a scan of this machine every daemon.scan_interval_seconds."""
-    _setup_logging(daemon=foreground)
-    loaded, paths = _load(config_path)
+    loaded, paths = _load(config_path)  # first: the log level is the configuration's
+    _setup_logging(daemon=foreground, configured=loaded.config.logging.level)
     if foreground:
         _run_foreground(loaded, _explicit(config_path))
         return

@@ -24,7 +24,7 @@ from overseer.cli.daemon_cmd import register
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
-    show_default=True,
+    help="Log level [default: info; `start` uses the configuration's logging.level].",
 )
 def main(log_format: LogFormat, log_level: str) -> None:
     """Reaper's daemon commands."""

@@ -12,17 +12,43 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import psutil
 import pytest
 from click.testing import CliRunner
 
+from overseer import local_reaper
 from tests.integration.conftest import Children, descendants_by_cmdline, wait_until
 
 VICTIM = "/tmp/test_cli_victim"
 BYSTANDER = "/tmp/cli_bystander"
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux host")
+
+
+@pytest.fixture(autouse=True)
+def _never_boost_the_test_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process commands run inside pytest: their one-shot CPU boost would raise (and then
+    restore) the autogroup nice of pytest's own session and the nice of its threads.
+
+    Every in-process command gets its reaper from ``LocalReaper``; it is built here with
+    ``boost=False``, its supported switch (the one the daemon's tests use too), so a scan
+    or kill looks at the machine unboosted. And should anything in-process still reach the
+    boost, the test fails instead of touching the runner's priority. Console-script tests
+    run ``reaper`` in a session of its own, where boosting is the real behaviour and harmless.
+    """
+    built_with = local_reaper.LocalReaper.__init__
+
+    def unboosted(self: local_reaper.LocalReaper, *args: Any, **kwargs: Any) -> None:
+        kwargs["boost"] = False
+        built_with(self, *args, **kwargs)
+
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError("an in-process CLI test tried to boost pytest's CPU share")
+
+    monkeypatch.setattr(local_reaper.LocalReaper, "__init__", unboosted)
+    monkeypatch.setattr(local_reaper, "boosted_cpu_share", refuse)
 
 
 @pytest.fixture

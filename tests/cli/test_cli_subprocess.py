@@ -38,11 +38,16 @@ HEAVY = (
 )
 
 
+# Every command below runs in a session of its own (start_new_session=True): a scan boosts
+# its session's autogroup while it looks, and in pytest's session that would be pytest's.
+
+
 def reaper(*args: str, env: dict[str, str], stdin: int | None = subprocess.DEVNULL):
     return subprocess.run(
         [str(REAPER), *args],
         env=env,
         stdin=stdin,
+        start_new_session=True,
         capture_output=True,
         text=True,
         timeout=60,
@@ -78,6 +83,7 @@ def all_modules_after(args: list[str], env: dict[str, str]) -> set[str]:
     done = subprocess.run(
         [sys.executable, "-c", script],
         env=env,
+        start_new_session=True,
         capture_output=True,
         text=True,
         timeout=60,
@@ -162,6 +168,7 @@ def test_scan_takes_its_first_cpu_look_before_importing_click(env):
     done = subprocess.run(
         [sys.executable, "-c", script],
         env=env,
+        start_new_session=True,
         capture_output=True,
         text=True,
         timeout=60,

@@ -81,11 +81,29 @@ def test_unreachable_redis_raises_unavailable_naming_the_redacted_url():
     client.close()
 
 
+def _pings_served(observer: redis.Redis) -> int:
+    """How many PING commands the server has executed since it started (INFO commandstats)."""
+    stats = observer.info("commandstats").get("cmdstat_ping", {})
+    return int(stats.get("calls", 0))
+
+
 @pytest.mark.redis
 def test_ping_or_raise_passes_on_a_live_server(redis_server: RedisServer):
-    client = connect(redis_server.url)
-    ping_or_raise(client, redis_server.url)
-    client.close()
+    observer = connect(redis_server.url)
+    client = connect(redis_server.url, client_name="ping-or-raise-test")
+    try:
+        before = _pings_served(observer)
+        # Returns quietly (no RedisUnavailableError)...
+        assert ping_or_raise(client, redis_server.url) is None
+        # ...because this server answered a PING from this very client: the server counted
+        # it (redis-py adds one health-check PING on a fresh connection, hence "at least"),
+        # and PING is the last command it saw from the connection named above.
+        assert _pings_served(observer) >= before + 1
+        [ours] = [c for c in observer.client_list() if c.get("name") == "ping-or-raise-test"]
+        assert ours["cmd"] == "ping"
+    finally:
+        client.close()
+        observer.close()
 
 
 def test_blocking_slice_stays_under_the_socket_timeout():

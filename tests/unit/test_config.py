@@ -32,12 +32,14 @@ from reaper_engine.config import (
     merge_documents,
     validate_document,
 )
+from reaper_engine.detector import Detector
 from reaper_engine.errors import ConfigError
 from reaper_engine.models import Priority
 from reaper_engine.rules import DEFAULT_RULES, Rule, RuleAction, RuleConditions
 from reaper_engine.safety import DEFAULT_WHITELIST, SafetySettings
 from reaper_engine.signals import Signal
 from reaper_engine.tomldoc import parse_toml
+from tests.factories import T0, proc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -283,7 +285,7 @@ def test_disable_a_rule() -> None:
     assert memory is not None
     assert memory.enabled is False
     assert memory.conditions == RuleConditions(
-        memory_mb_min=10240, exclude_patterns=memory.conditions.exclude_patterns
+        memory_mb_min=10240, exclude_presets=("compilers", "browsers", "editors", "ides")
     )
     assert sum(not r.enabled for r in config.rules) == 1
 
@@ -1109,3 +1111,113 @@ def test_a_config_in_a_directory_we_cannot_enter_is_a_clear_error(tmp_path, monk
     monkeypatch.setattr(type(locked), "is_file", denied)
     with pytest.raises(ConfigError, match=r"locked/reaper\.toml: cannot read: Permission denied"):
         load_config(explicit=locked, cwd=tmp_path, env={"HOME": str(tmp_path)})
+
+
+# --- conditions: duration_seconds, lifetime and memory bounds, fractional hours -------------
+
+
+@pytest.mark.parametrize("where", ["user", "project"])
+def test_duration_seconds_without_cpu_percent_min_is_refused(
+    where: str, project: Path, home: Path, env: dict[str, str]
+) -> None:
+    # Only the window: before, this rule passed the "selects every process" guard and then
+    # selected every process, because the detector reads the window only with a minimum.
+    text = (
+        "# a sustained rule, missing its threshold\n"
+        '[[rules]]\nname = "sustained"\n\n[rules.conditions]\nduration_seconds = 300\n'
+    )
+    path = user_file(home, text) if where == "user" else write(project / ".reaper.toml", text)
+    err = config_error(project, env)
+    assert (err.source, err.key, err.line) == (
+        str(path),
+        "rules.0.conditions.duration_seconds",
+        line_of(text, "duration_seconds"),
+    )
+    assert "duration_seconds needs cpu_percent_min" in str(err)
+    assert str(err).startswith(f"{path}:{err.line}: key 'rules.0.conditions.duration_seconds': ")
+
+
+def test_duration_seconds_added_to_a_rule_without_a_minimum_is_refused(
+    project: Path, env: dict[str, str]
+) -> None:
+    # hung_test narrows by age and command, but has no cpu_percent_min for the window to
+    # qualify: the key would silently do nothing.
+    text = '[[rules]]\nname = "hung_test"\n[rules.conditions]\nduration_seconds = 600\n'
+    path = write(project / ".reaper.toml", text)
+    err = config_error(project, env)
+    assert (err.source, err.key, err.line) == (str(path), "rules.0.conditions.duration_seconds", 4)
+    assert "needs cpu_percent_min" in str(err)
+
+
+def test_duration_seconds_with_cpu_percent_min_loads(project: Path, env: dict[str, str]) -> None:
+    text = (
+        '[[rules]]\nname = "sustained"\n[rules.conditions]\n'
+        "cpu_percent_min = 50\nduration_seconds = 120\n"
+    )
+    write(project / ".reaper.toml", text)
+    rule = load(project, env).config.rule("sustained")
+    assert rule is not None
+    assert (rule.conditions.cpu_percent_min, rule.conditions.duration_seconds) == (50, 120)
+
+
+def test_lifetime_cpu_and_memory_bounds_load_from_toml(project: Path, env: dict[str, str]) -> None:
+    text = (
+        '[[rules]]\nname = "slow_burner"\n[rules.conditions]\n'
+        "lifetime_cpu_percent_min = 40\nlifetime_cpu_percent_max = 101.5\n"
+        "memory_mb_min = 64\nmemory_mb_max = 2048\n"
+    )
+    write(project / ".reaper.toml", text)
+    rule = load(project, env).config.rule("slow_burner")
+    assert rule is not None
+    cond = rule.conditions
+    assert (cond.lifetime_cpu_percent_min, cond.lifetime_cpu_percent_max) == (40, 101.5)
+    assert (cond.memory_mb_min, cond.memory_mb_max) == (64, 2048)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("lifetime_cpu_percent_min = -1\n", "lifetime_cpu_percent_min", "greater than or equal"),
+        ("lifetime_cpu_percent_max = 'x'\n", "lifetime_cpu_percent_max", "valid number"),
+        ("memory_mb_max = -5\n", "memory_mb_max", "greater than or equal"),
+    ],
+)
+def test_bad_lifetime_or_memory_bound_names_its_key(
+    project: Path, env: dict[str, str], text: str, key: str, words: str
+) -> None:
+    full = f'[[rules]]\nname = "x"\n[rules.conditions]\n{text}'
+    path = write(project / ".reaper.toml", full)
+    err = config_error(project, env)
+    assert (err.source, err.key, err.line) == (str(path), f"rules.0.conditions.{key}", 4)
+    assert words in str(err)
+
+
+def test_a_rule_with_only_memory_mb_max_or_a_lifetime_bound_selects(
+    project: Path, env: dict[str, str]
+) -> None:
+    text = (
+        '[[rules]]\nname = "small"\n[rules.conditions]\nmemory_mb_max = 1\n\n'
+        '[[rules]]\nname = "never_ran"\n[rules.conditions]\nlifetime_cpu_percent_max = 0\n'
+    )
+    write(project / ".reaper.toml", text)
+    config = load(project, env).config
+    assert config.rule("small") is not None
+    assert config.rule("never_ran") is not None
+
+
+def test_age_hours_accepts_a_fraction(project: Path, env: dict[str, str]) -> None:
+    text = (
+        '[[rules]]\nname = "half_hour"\n[rules.conditions]\n'
+        'age_hours = 0.5\ncommand_patterns = ["^/tmp/build_"]\n'
+    )
+    write(project / ".reaper.toml", text)
+    rule = load(project, env).config.rule("half_hour")
+    assert rule is not None
+    assert rule.conditions.age_hours == 0.5
+    assert rule.conditions.min_age_seconds == 1800
+    detector = Detector([rule])
+    young = proc(1, cmd="/tmp/build_x", age=1799.0)
+    old = proc(2, cmd="/tmp/build_x", age=1800.0)
+    found = detector.evaluate([young, old], now=T0, host_id="h")
+    assert [f.identity.pid for f in found] == [2]
+    assert found[0].matched[0] == "age 30m 0s >= 30m 0s"

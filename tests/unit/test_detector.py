@@ -93,7 +93,11 @@ def test_zombie_test_binary_matches_old_tmp_test_binaries(cmd: str, pattern: str
     assert finding.rule == "zombie_test_binary"
     assert finding.priority is Priority.CRITICAL
     assert finding.killable
-    assert finding.matched == ("age 1h 0m >= 1h 0m", f"command matches {pattern!r}")
+    assert finding.matched == (
+        "age 1h 0m >= 1h 0m",
+        f"command matches {pattern!r}",
+        "command not excluded",
+    )
     assert finding.reason == "zombie_test_binary: age 1h 0m, CPU 0.5%"
 
 
@@ -329,6 +333,415 @@ def test_busy_by_design_matches_real_program_names(cmd: str) -> None:
     assert evaluate(hot) == []
 
 
+# Real command lines of compilers, browsers, editors and IDEs on Linux, macOS and Windows,
+# each with arguments that a default rule's command_patterns would otherwise select (a
+# "_test" or "test_" file, a ".log", "jest", "vitest", a "/tmp/test_" directory). Those marked
+# "fixture" are copied from /work/shared/fixtures/real (public `ps`/WMI captures).
+BUSY_BY_DESIGN = [
+    # -- compilers, linkers, toolchains
+    (
+        "clang++",
+        ("clang++", "-std=c++20", "-O2", "-c", "tests/test_parser.cpp", "-o", "test_parser.o"),
+    ),
+    (
+        "clang-17",
+        (
+            "/usr/lib/llvm-17/bin/clang-17",
+            "-cc1",
+            "-triple",
+            "x86_64-pc-linux-gnu",
+            "-emit-obj",
+            "-main-file-name",
+            "engine_test.cc",
+        ),
+    ),
+    ("gcc-12", ("gcc-12", "-O2", "-o", "/tmp/test_runner", "test_runner.c")),
+    ("cross-g++", ("/usr/bin/x86_64-linux-gnu-g++-12", "-c", "src/mutation_test.cc")),
+    ("cross-gcc-in-tmp-test", ("/tmp/test_toolchain/bin/arm-none-eabi-gcc", "-c", "blink_test.c")),
+    (
+        "go-compile",
+        (
+            "/usr/local/go/pkg/tool/linux_amd64/compile",
+            "-o",
+            "/tmp/go-build2871/b001/_pkg_.a",
+            "-trimpath",
+            "/tmp/go-build2871/b001=>",
+            "-p",
+            "main",
+            "./main_test.go",
+        ),
+    ),
+    (
+        "go-compile-windows",
+        (
+            "C:\\Program Files\\Go\\pkg\\tool\\windows_amd64\\compile.exe",
+            "-o",
+            "C:\\Temp\\go-build1\\b001\\_pkg_.a",
+            "-p",
+            "main",
+        ),
+    ),
+    ("go-run", ("go", "run", "main.go")),  # fixture: macOS ps, project-atlas
+    (
+        "ld.lld",
+        (
+            "ld.lld",
+            "-o",
+            "target/debug/deps/parser_tests-5f1e2a",
+            "@/tmp/rustcXYZ/linker-arguments",
+        ),
+    ),
+    (
+        "lto1",
+        (
+            "/usr/lib/gcc/x86_64-linux-gnu/12/lto1",
+            "-quiet",
+            "-dumpbase",
+            "./test_all.ltrans0.ltrans",
+            "-O2",
+        ),
+    ),
+    ("ghc", ("/home/noah/.ghcup/bin/ghc-9.4.7", "--make", "-O2", "test/Spec_test.hs")),
+    (
+        "msvc-cl",
+        (
+            "C:\\Program Files\\Microsoft Visual Studio\\2022\\Community\\VC\\Tools\\MSVC"
+            "\\14.38.33130\\bin\\Hostx64\\x64\\cl.exe",
+            "/c",
+            "/O2",
+            "test_scheduler.cpp",
+        ),
+    ),
+    (
+        "xcode-clang",
+        (
+            "/Applications/Xcode.app/Contents/Developer/Toolchains/XcodeDefault.xctoolchain/usr/bin/clang",
+            "-cc1",
+            "-triple",
+            "arm64-apple-macosx14.0.0",
+            "render_test.m",
+        ),
+    ),
+    (
+        "swift-frontend",
+        (
+            "/Applications/Xcode.app/Contents/Developer/Toolchains/XcodeDefault.xctoolchain/usr/bin/swift-frontend",
+            "-frontend",
+            "-c",
+            "Tests/AppTests/test_sync.swift",
+        ),
+    ),
+    (
+        "cargo-build",
+        (
+            "/Users/dana/.rustup/toolchains/stable-aarch64-apple-darwin/bin/cargo",
+            "build",
+            "--tests",
+        ),
+    ),
+    (
+        "gradle-daemon",
+        (
+            "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+            "-Xmx2g",
+            "-cp",
+            "/home/noah/.gradle/wrapper/dists/gradle-8.5-bin/gradle-launcher-8.5.jar",
+            "org.gradle.launcher.daemon.bootstrap.GradleDaemon",
+            "8.5",
+        ),
+    ),
+    # -- browsers
+    (
+        "playwright-chrome",
+        (
+            "/home/tim/.cache/ms-playwright/chromium-1064/chrome-linux/chrome",
+            "--type=renderer",
+            "--crashpad-handler-pid=492776",
+            "--enable-crash-reporter=,",
+            "--noerrdialogs",
+            "--user-data-dir=/tmp/playwright_chromiumdev_profile-aB8Eqd",
+        ),
+    ),  # fixture: ps aux, Ubuntu 22.04
+    (
+        "chrome-crashpad",
+        (
+            "/home/tim/.cache/ms-playwright/chromium-1064/chrome-linux/chrome_crashpad_handler",
+            "--monitor-self",
+            "--monitor-self-annotation=ptype=crashpad-handler",
+            "--database=/home/tim/.config/chromium/Crash Reports",
+        ),
+    ),  # fixture
+    (
+        "chromium-browser",
+        (
+            "/usr/lib/chromium-browser/chromium-browser",
+            "--type=gpu-process",
+            "--field-trial-handle=test_1",
+        ),
+    ),
+    ("brave", ("/opt/brave.com/brave/brave", "--type=renderer", "--lang=en-US")),
+    (
+        "firefox-content",
+        ("/usr/lib/firefox/firefox", "-contentproc", "-childID", "7", "-isForBrowser", "tab"),
+    ),
+    (
+        "firefox-plugin-container-macos",
+        (
+            "/Applications/Firefox.app/Contents/MacOS/plugin-container.app/Contents/MacOS/plugin-container",
+            "-childID",
+            "3",
+            "-isForBrowser",
+            "tab",
+        ),
+    ),
+    (
+        "google-chrome-macos",
+        (
+            "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+            "--origin-trial-disabled-features=CanvasTextNg|WebAssemblyCustomDescriptors",
+            "--restart",
+        ),
+    ),  # fixture: macOS ps, project-atlas
+    (
+        "chrome-helper-macos",
+        (
+            "/Applications/Google Chrome.app/Contents/Frameworks/Google Chrome Framework.framework"
+            "/Versions/120.0.6099.109/Helpers/Google Chrome Helper (Renderer).app/Contents/MacOS"
+            "/Google Chrome Helper (Renderer)",
+            "--type=renderer",
+        ),
+    ),
+    (
+        "safari-webcontent",
+        (
+            "/System/Library/Frameworks/WebKit.framework/Versions/A/XPCServices/com.apple.WebKit.WebContent.xpc/Contents/MacOS/com.apple.WebKit.WebContent",
+        ),
+    ),
+    # fixture: Windows Get-WmiObject Win32_Process (Format-List), the raw CommandLine
+    (
+        "firefox-windows",
+        (
+            '"C:\\Program Files\\Mozilla Firefox\\firefox.exe" -contentproc'
+            ' --channel="3116.0.1418504536\\2120526436" -childID 1 -isForBrowser'
+            " -intPrefs 5:50|6:-1|28:1000|33:20|34:10|43:128|",
+        ),
+    ),
+    ("chrome-exe-no-cmdline", ()),  # fixture: tasklist lists only "chrome.exe"
+    (
+        "edge-webview2",
+        (
+            "C:\\Program Files (x86)\\Microsoft\\EdgeWebView\\Application\\120.0.2210.91"
+            "\\msedgewebview2.exe",
+            "--embedded-browser-webview=1",
+            "--type=renderer",
+        ),
+    ),
+    # -- editors
+    ("vim-log", ("vim", "something.log")),
+    ("emacs-log", ("emacs", "-nw", "/var/log/app.log")),
+    ("nano-log", ("nano", "/home/noah/notes_test.log")),
+    ("gedit-test-plan", ("gedit", "test_plan.txt")),
+    ("code-jest", ("code", "jest.js")),
+    ("nvim-vitest", ("nvim", "node_modules/.bin/vitest")),
+    ("sublime-text", ("/opt/sublime_text/sublime_text", "--detached", "tests/test_sync.py")),
+    (
+        "sublime-text-2-macos",
+        ("/Applications/Sublime Text 2.app/Contents/MacOS/Sublime Text 2", "-psn_0_831691"),
+    ),  # fixture: macOS ps aux, cmsi387
+    ("zed", ("/home/noah/.local/zed.app/libexec/zed-editor", "tests/test_sync.rs")),
+    (
+        "vscode-windows",
+        (
+            "C:\\Users\\dana\\AppData\\Local\\Programs\\Microsoft VS Code\\Code.exe",
+            "--type=renderer",
+            "C:\\src\\web\\jest.js",
+        ),
+    ),
+    ("vscode-electron-macos", ("/Applications/Visual Studio Code.app/Contents/MacOS/Electron",)),
+    (
+        "vscode-helper-macos",
+        (
+            "/Applications/Visual Studio Code.app/Contents/Frameworks/Code Helper (Renderer).app"
+            "/Contents/MacOS/Code Helper (Renderer)",
+            "--type=renderer",
+            "--user-data-dir=/Users/dana/Library/Application Support/Code",
+        ),
+    ),
+    (
+        "vscode-server-pylance",
+        (
+            "/home/tim/.vscode-server/bin/1e790d77f81672c49be070e04474901747115651/node",
+            "/home/tim/.vscode-server/extensions/ms-python.vscode-pylance-2024.2.3/dist/server.bundle.js",
+            "--cancellationReceive=file:cbc2fd2fbd6bc3bc0cb997dc1bb07c231d7e9a4",
+        ),
+    ),  # fixture: ps aux, Ubuntu 22.04
+    ("cursor", ("/usr/share/cursor/cursor", "--type=renderer", "jest.js")),
+    (
+        "notepad-windows",
+        (
+            "C:\\Program Files\\WindowsApps"
+            "\\Microsoft.WindowsNotepad_11.2607.14.0_x64__8wekyb3d8bbwe\\Notepad\\Notepad.exe",
+            "C:\\logs\\nightly.log",
+        ),
+    ),  # path: fixture, Get-Process
+    ("notepad++", ("C:\\Program Files\\Notepad++\\notepad++.exe", "C:\\build\\logs\\test_run.log")),
+    # -- IDEs
+    (
+        "intellij-jvm",
+        (
+            "/opt/idea-IU-233.13135.103/jbr/bin/java",
+            "-classpath",
+            "/opt/idea-IU-233.13135.103/lib/app.jar:/opt/idea-IU-233.13135.103/lib/util.jar",
+            "-Xmx2048m",
+            "-Didea.vendor.name=JetBrains",
+            "com.intellij.idea.Main",
+            "/home/noah/src/reaper/tests/test_engine.py",
+        ),
+    ),
+    ("pycharm", ("/opt/pycharm-2023.3/bin/pycharm.sh", "/home/noah/src/test_project")),
+    (
+        "idea64-windows",
+        (
+            "C:\\Program Files\\JetBrains\\IntelliJ IDEA 2023.3.2\\bin\\idea64.exe",
+            "C:\\src\\test_suite",
+        ),
+    ),
+    ("idea-macos", ("/Applications/IntelliJ IDEA.app/Contents/MacOS/idea",)),
+    ("eclipse", ("/usr/lib/eclipse/eclipse", "-data", "/home/noah/workspace/test_suite")),
+    (
+        "eclipse-javaw",
+        (
+            "C:\\eclipse\\jre\\bin\\javaw.exe",
+            "-jar",
+            "C:\\eclipse\\plugins\\org.eclipse.equinox.launcher_1.6.600.v20231106-1826.jar",
+            "-data",
+            "C:\\Users\\dana\\workspace\\test_suite",
+        ),
+    ),
+    ("xcode", ("/Applications/Xcode.app/Contents/MacOS/Xcode",)),
+    (
+        "sourcekitservice",
+        (
+            "/Applications/Xcode.app/Contents/Developer/Toolchains/XcodeDefault.xctoolchain/usr/lib/sourcekitd.framework/Versions/A/XPCServices/SourceKitService.xpc/Contents/MacOS/SourceKitService",
+        ),
+    ),
+    (
+        "devenv",
+        (
+            "C:\\Program Files\\Microsoft Visual Studio\\2022\\Community\\Common7\\IDE\\devenv.exe",
+            "C:\\src\\Reaper_tests.sln",
+        ),
+    ),
+    (
+        "servicehub",
+        (
+            "C:\\Program Files\\Microsoft Visual Studio\\2022\\Community\\Common7\\ServiceHub"
+            "\\Hosts\\ServiceHub.Host.dotnet.x64\\ServiceHub.RoslynCodeAnalysisService.exe",
+            "/parentPid",
+            "1234",
+        ),
+    ),
+]
+
+_NAMES = {"chrome-exe-no-cmdline": "chrome.exe"}
+
+
+def _program(argv: tuple[str, ...], name: str, **figures: float) -> ProcessInfo:
+    age = figures["age"]
+    return ProcessInfo(
+        pid=5000,
+        uid=1000,
+        user="noah",
+        name=name,
+        cmdline=argv,
+        create_time=T0.timestamp() - age,
+        cpu_percent=figures["cpu"],
+        cpu_time=age * figures["lifetime"] / 100,
+        rss=int(figures["rss_mb"] * 1024 * 1024),
+        status=ProcessState.RUNNING if figures["cpu"] else ProcessState.SLEEPING,
+    )
+
+
+def _looks(p: ProcessInfo) -> list[ProcessInfo]:
+    """Every way a default rule could see ``p``: hot for hours, idle for days, huge, and hot
+    over a measured window (a daemon's history), beside the shapes of ``p`` itself."""
+    argv, name = p.cmdline, p.name
+    hot = _program(argv, name, cpu=100.0, age=5 * HOUR, lifetime=100.0, rss_mb=900)
+    now = T0.timestamp()
+    measured = hot.model_copy(update={"cpu_samples": ((now - 900, 0.0), (now, 900.0))})
+    return [
+        hot,
+        measured,
+        _program(argv, name, cpu=0.0, age=3 * DAY, lifetime=0.001, rss_mb=300),
+        _program(argv, name, cpu=0.5, age=2 * HOUR, lifetime=0.4, rss_mb=120),
+        _program(argv, name, cpu=30.0, age=2 * HOUR, lifetime=30.0, rss_mb=24000),
+    ]
+
+
+@pytest.mark.parametrize(("argv"), [pytest.param(a, id=i) for i, a in BUSY_BY_DESIGN])
+def test_no_default_rule_selects_a_compiler_browser_editor_or_ide(
+    request: pytest.FixtureRequest, argv: tuple[str, ...]
+) -> None:
+    case = request.node.callspec.id
+    name = _NAMES.get(case) or argv[0].replace("\\", "/").rsplit("/", 1)[-1][:15]
+    for look in _looks(_program(argv, name, cpu=0, age=HOUR, lifetime=0, rss_mb=1)):
+        assert evaluate(look) == [], (look.command, look.cpu_percent, look.age_seconds(T0))
+
+
+def test_the_busy_by_design_cases_would_be_selected_without_the_exclusions() -> None:
+    # The cases above are meant to be hits but for the exclusions: prove that they are.
+    bare = [
+        r.model_copy(
+            update={
+                "conditions": r.conditions.model_copy(
+                    update={"exclude_patterns": (), "exclude_presets": ()}
+                )
+            }
+        )
+        for r in DEFAULT_RULES
+    ]
+    for case, argv in BUSY_BY_DESIGN:
+        name = _NAMES.get(case) or argv[0].replace("\\", "/").rsplit("/", 1)[-1][:15]
+        looks = _looks(_program(argv, name, cpu=0, age=HOUR, lifetime=0, rss_mb=1))
+        assert any(evaluate(look, rules=bare) for look in looks), case
+
+
+ROGUE = [
+    # Names that merely contain a compiler's, browser's or editor's name are still caught.
+    ("/tmp/test_gcc_parser", "hot", "infinite_loop"),
+    ("/tmp/test_gcc_parser", "idle", "zombie_test_binary"),
+    ("/tmp/build/emacs_test", "idle", "zombie_test_binary"),
+    ("/home/noah/.cargo/bin/cargo-nextest nextest run", "idle", "hung_test"),
+    ("/home/noah/src/app/target/debug/deps/vim_plugin_tests-0a1b2c", "idle", "hung_test"),
+    ("node /home/noah/src/chrome-launcher/test_launch.js", "idle", "hung_test"),
+    # An argument naming one does not hide the process.
+    ("/tmp/test_x --compiler /usr/bin/gcc", "hot", "infinite_loop"),
+    ("python3 code.py", "hot", "infinite_loop"),
+    ("/home/noah/bin/cc-spinner --forever", "hot", "infinite_loop"),
+    ("C:\\build\\out\\test_gcc_frontend.exe --gtest_filter=*", "hot", "infinite_loop"),
+    ("node /web/node_modules/.bin/vitest run --root /home/dana/code", "young", "vitest_timeout"),
+    ("node /Users/dana/src/editor/node_modules/jest/bin/jest.js --ci", "young", "jest_timeout"),
+    ("tail -f /var/log/chrome-updater.log", "idle", "orphaned_monitor"),
+    ("/usr/bin/java -jar /srv/app/leaky.jar", "huge", "memory_hog"),
+]
+
+_SHAPES = {
+    "hot": {"cpu": 100.0, "age": 5 * HOUR, "rss_mb": 50.0},
+    "idle": {"cpu": 0.0, "age": 2 * DAY, "rss_mb": 5.0, "cpu_time": 1.0},
+    "young": {"cpu": 3.0, "age": 660.0, "rss_mb": 80.0},
+    "huge": {"cpu": 20.0, "age": HOUR, "rss_mb": 20000.0},
+}
+
+
+@pytest.mark.parametrize(("cmd", "shape", "rule"), ROGUE)
+def test_rogue_processes_with_lookalike_names_are_still_selected(
+    cmd: str, shape: str, rule: str
+) -> None:
+    [finding] = evaluate(proc(cmd=cmd, **_SHAPES[shape]))  # type: ignore[arg-type]
+    assert finding.rule == rule
+    assert "command not excluded" in finding.matched
+
+
 # --- explain, disabled rules, rule validation ---------------------------------------------
 
 
@@ -346,6 +759,7 @@ def test_explain_lists_every_rule_with_its_checks() -> None:
         "cpu 0.0% <= 1%",
         "age 2d 0h >= 1d 0h",
         "command matches '^(\\\\S*/)?tail -f'",
+        "command not excluded",
     ]
     assert not all(c.held for c in by_name["infinite_loop"])
     assert by_name["infinite_loop"][0].predicate == "cpu 0.0% >= 90%"
@@ -586,7 +1000,17 @@ _COMMANDS = [
     "npm test",
     "python3 -m pytest tests/test_x.py",
     "sleep 60",
+    "gcc-12 -O2 -o /tmp/test_x test_x.c",
+    "/usr/local/go/pkg/tool/linux_amd64/compile -o _pkg_.a main_test.go",
+    "gedit test_plan.txt",
+    "code jest.js",
+    "vim app.log",
+    "/tmp/test_gcc_parser",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome --type=renderer",
+    "java -cp app.jar com.intellij.idea.Main test_x.py",
 ]
+
+_BOUND = st.none() | st.floats(0, 200)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
@@ -598,8 +1022,28 @@ _COMMANDS = [
     rss_mb=st.floats(0, 20000),
     status=st.sampled_from(list(ProcessState)),
     looks=st.lists(st.tuples(st.floats(1, 4000), st.floats(0, 4000)), max_size=4),
+    cpu_min=_BOUND,
+    window=st.floats(0, 5000),
+    lifetime_min=_BOUND,
+    lifetime_max=_BOUND,
+    memory_min=st.none() | st.floats(0, 20000),
+    memory_max=st.none() | st.floats(0, 20000),
 )
-def test_fast_selection_equals_all_checks_holding(cmd, cpu, age, share, rss_mb, status, looks):
+def test_fast_selection_equals_all_checks_holding(
+    cmd,
+    cpu,
+    age,
+    share,
+    rss_mb,
+    status,
+    looks,
+    cpu_min,
+    window,
+    lifetime_min,
+    lifetime_max,
+    memory_min,
+    memory_max,
+):
     samples, wall, spent = [], 1_000_000.0, 0.0
     for gap, used in looks:
         wall, spent = wall + gap, spent + min(used, gap)
@@ -607,7 +1051,21 @@ def test_fast_selection_equals_all_checks_holding(cmd, cpu, age, share, rss_mb, 
     p = proc(cmd=cmd, cpu=cpu, age=age, cpu_time=age * share, rss_mb=rss_mb, status=status)
     p = p.model_copy(update={"cpu_samples": tuple(samples)})
     extra = Rule(name="idle", conditions=RuleConditions(idle_seconds=600, states=(status,)))
-    detector = Detector((*DEFAULT_RULES, extra))
+    # Every numeric condition, with drawn thresholds (age_seconds = 0 keeps it a valid rule
+    # whatever is drawn): sustained and lifetime CPU, memory from below and above.
+    bounds = Rule(
+        name="bounds",
+        conditions=RuleConditions(
+            cpu_percent_min=cpu_min,
+            duration_seconds=None if cpu_min is None else window,
+            lifetime_cpu_percent_min=lifetime_min,
+            lifetime_cpu_percent_max=lifetime_max,
+            memory_mb_min=memory_min,
+            memory_mb_max=memory_max,
+            age_seconds=0,
+        ),
+    )
+    detector = Detector((*DEFAULT_RULES, extra, bounds))
     for compiled in detector._compiled:
         fast = _selects(compiled, p, p.command, T0.timestamp())
         assert fast == all(c.held for c in _check(compiled, p, T0)), compiled.rule.name

@@ -335,6 +335,41 @@ def test_status_is_consulted_only_for_root_owned_user_processes(fake_proc):
         assert by_pid[301].uid == ME
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root-owned fake /proc dirs (run as root)")
+def test_status_is_remembered_for_settled_processes_and_never_by_get(fake_proc):
+    old_start = 100 * HZ  # started 100 s after boot: long settled
+    young_start = int((time.time() - BTIME - 0.5) * HZ)  # started half a second ago
+    status = "Name:\tx\nUid:\t{0}\t{0}\t{0}\t{0}\n"
+    old_dir = make_pid(
+        fake_proc,
+        500,
+        stat_line(500, "old", starttime=old_start),
+        b"old\0",
+        status=status.format(1000),
+    )
+    young_dir = make_pid(
+        fake_proc,
+        501,
+        stat_line(501, "young", starttime=young_start),
+        b"young\0",
+        status=status.format(1000),
+    )
+    reader = ProcfsReader(fake_proc)
+
+    def uids() -> dict[int, int | None]:
+        return {p.pid: p.uid for p in reader.read().processes if p.pid in (500, 501)}
+
+    assert uids() == {500: 1000, 501: 1000}
+    (old_dir / "status").write_text(status.format(2000))
+    (young_dir / "status").write_text(status.format(2000))
+    # The settled process is not read again; the young one may still be changing uid.
+    assert uids() == {500: 1000, 501: 2000}
+    assert reader.get(500).uid == 2000  # type: ignore[union-attr]  # the re-check before a signal
+    # The same PID with another start time is another process: read afresh.
+    (old_dir / "stat").write_text(stat_line(500, "old", starttime=old_start + 1))
+    assert uids()[500] == 2000
+
+
 def test_deleted_executable_suffix_is_stripped(fake_proc):
     make_pid(fake_proc, 400, stat_line(400, "old"), cmdline=b"old\0", exe="/opt/old (deleted)")
     assert ProcfsReader(fake_proc).get(400).exe == "/opt/old"  # type: ignore[union-attr]

@@ -12,8 +12,15 @@ from pydantic import ValidationError
 
 from reaper_engine.detector import Detector
 from reaper_engine.models import Priority, ProcessInfo, ProcessState
+from reaper_engine.models.process import START_TIME_TOLERANCE
 from reaper_engine.rules import DEFAULT_RULES, Rule, RuleConditions
-from reaper_engine.safety import DEFAULT_WHITELIST, SafetyPolicy, SafetySettings, Vantage
+from reaper_engine.safety import (
+    DEFAULT_WHITELIST,
+    SafetyPolicy,
+    SafetySettings,
+    Vantage,
+    policy_for,
+)
 from tests.factories import T0, proc
 
 ME = Vantage(user="noah", uid=1000)
@@ -293,26 +300,34 @@ pids = st.one_of(
 
 
 rarely = st.integers(0, 7).map(lambda n: n == 0)
+# Seconds before T0 a process started: a few fixed values, so that baselines drawn from the
+# table's own start times (see `vantages`) land exactly on other processes' start times too.
+AGES = st.one_of(st.sampled_from([0.0, 0.02, 0.05, 1.0, 60.0, 3600.0]), st.floats(0, 1e7))
 
 
 @st.composite
 def processes(draw: st.DrawFn) -> list[ProcessInfo]:
     unique_pids = draw(st.lists(pids, min_size=1, max_size=12, unique=True))
     out = []
-    for pid in unique_pids:
+    for i, pid in enumerate(unique_pids):
+        # Parents from earlier in the table most of the time, so that the descendants scope
+        # has trees to walk (a forest: no cycles, see test_a_parent_cycle_...).
+        parents = st.integers(0, 5_000_000)
+        if i:
+            parents = st.one_of(st.sampled_from(unique_pids[:i]), parents)
         argv0 = draw(st.one_of(st.just("/home/noah/bin/worker"), st.sampled_from(ARGV0)))
         args = draw(st.lists(st.sampled_from(["--serve", "-f", "x.log", "run"]), max_size=2))
         out.append(
             ProcessInfo(
                 pid=pid,
-                ppid=draw(st.integers(0, 5_000_000)),
+                ppid=draw(parents),
                 pgid=draw(st.one_of(st.none(), st.sampled_from(GROUPS))),
                 sid=draw(st.one_of(st.none(), st.sampled_from(GROUPS))),
                 uid=draw(st.sampled_from(UIDS)),
                 user=draw(st.sampled_from(USERS)),
                 name=draw(st.one_of(st.just("worker"), st.sampled_from(NAMES))),
                 cmdline=(argv0, *args) if argv0 else (),
-                create_time=T0.timestamp() - draw(st.floats(0, 1e7)),
+                create_time=T0.timestamp() - draw(AGES),
                 status=draw(
                     st.one_of(st.just(ProcessState.RUNNING), st.sampled_from(ProcessState))
                 ),
@@ -326,7 +341,35 @@ def processes(draw: st.DrawFn) -> list[ProcessInfo]:
 
 
 @st.composite
-def safety_settings(draw: st.DrawFn) -> SafetySettings:
+def scopes(draw: st.DrawFn, table: list[ProcessInfo]) -> tuple[str, int | None]:
+    """A scope mode, and for "descendants" its root: a pid of the table (with or without a
+    subtree), one that does not exist, or none (the reaper itself: the vantage's pid)."""
+    scope = draw(st.sampled_from(["all", "baseline", "descendants"]))
+    if scope != "descendants":
+        return scope, None
+    roots = [p.pid for p in table if p.pid >= 1]
+    choices = st.one_of(st.none(), st.integers(1, 5_000_000))
+    if roots:  # mostly: a root with a subtree to find
+        choices = st.one_of(st.sampled_from(roots), st.sampled_from(roots), choices)
+    return scope, draw(choices)
+
+
+def baselines(table: list[ProcessInfo]) -> st.SearchStrategy[float | None]:
+    """When the reaper took its baseline: none, on (or just around) a start time of the
+    table -- the tolerance's edges included -- or anywhere."""
+    return st.one_of(
+        st.none(),  # no baseline taken: the baseline scope must refuse everything
+        st.builds(
+            lambda at, shift: at + shift,
+            st.sampled_from([p.create_time for p in table]),
+            st.sampled_from([-0.1, -START_TIME_TOLERANCE, 0.0, START_TIME_TOLERANCE, 0.1]),
+        ),
+        st.floats(T0.timestamp() - 2e7, T0.timestamp() + 10),
+    )
+
+
+@st.composite
+def safety_settings(draw: st.DrawFn, table: list[ProcessInfo] | None = None) -> SafetySettings:
     whitelist = draw(
         st.one_of(
             st.just(DEFAULT_WHITELIST),
@@ -335,11 +378,14 @@ def safety_settings(draw: st.DrawFn) -> SafetySettings:
             ),
         )
     )
+    scope, scope_root_pid = draw(scopes(table or []))
     return SafetySettings(
         whitelist_processes=tuple(whitelist),
         whitelist_patterns=tuple(draw(st.lists(st.sampled_from(PATTERNS), max_size=2))),
         min_pid=draw(st.sampled_from([0, 1, 2, 500, 1000, 3000, 100_000])),
         protect_root=draw(st.booleans()),
+        scope=scope,
+        scope_root_pid=scope_root_pid,
     )
 
 
@@ -347,13 +393,22 @@ def safety_settings(draw: st.DrawFn) -> SafetySettings:
 def vantages(draw: st.DrawFn, table: list[ProcessInfo]) -> Vantage:
     table_pids = [p.pid for p in table]
     some_pid = st.one_of(st.none(), st.sampled_from(table_pids), pids)
+    baseline_at = draw(baselines(table))
+    # What the vantage brings for the descendants scope; policy_for replaces it with the
+    # table's own tree whenever it knows a root (scope_root_pid, else the vantage's pid).
+    descendants = draw(st.one_of(st.none(), st.frozensets(st.sampled_from(table_pids), max_size=4)))
+    # Often the owner of a process in the table: the case where the other protections
+    # (scope among them) decide.
+    owner = draw(st.one_of(st.none(), st.sampled_from(table)))
     return Vantage(
-        user=draw(st.sampled_from(USERS)),
-        uid=draw(st.sampled_from(UIDS)),
+        user=owner.user if owner is not None else draw(st.sampled_from(USERS)),
+        uid=owner.uid if owner is not None else draw(st.sampled_from(UIDS)),
         pid=draw(some_pid),
         ancestors=frozenset(draw(st.lists(st.sampled_from(table_pids), max_size=3))),
         pgid=draw(st.sampled_from(GROUPS)),
         sid=draw(st.sampled_from(GROUPS)),
+        baseline_at=baseline_at,
+        descendants=descendants,
     )
 
 
@@ -361,9 +416,42 @@ def _basename(name: str) -> str:
     return re.split(r"[/\\]", name)[-1].lower().removesuffix(".exe")
 
 
-def oracle_reasons(p: ProcessInfo, s: SafetySettings, v: Vantage) -> set[str]:
+def is_below(pid: int, root: int, table: list[ProcessInfo]) -> bool:
+    """Whether walking up the parents of ``pid`` reaches ``root`` (``root`` itself is not)."""
+    parent_of = {p.pid: p.ppid for p in table}
+    if pid == root:
+        return False
+    seen = set()
+    node = pid
+    while node in parent_of and node not in seen:
+        seen.add(node)
+        node = parent_of[node]
+        if node == root:
+            return True
+    return False
+
+
+def out_of_scope(p: ProcessInfo, s: SafetySettings, v: Vantage, table: list[ProcessInfo]) -> bool:
+    """Seed 002's scope: only what started after the baseline, or lives below the root."""
+    if s.scope == "baseline":
+        # Started at (or, within the start-time tolerance, around) the baseline or before
+        # it: pre-existing. No baseline at all: nothing is known to be new.
+        return v.baseline_at is None or p.create_time <= v.baseline_at + START_TIME_TOLERANCE
+    if s.scope == "descendants":
+        root = s.scope_root_pid if s.scope_root_pid is not None else v.pid
+        if root is None:  # no root to walk from: only what the vantage names, if anything
+            return v.descendants is None or p.pid not in v.descendants
+        return not is_below(p.pid, root, table)
+    return False
+
+
+def oracle_reasons(
+    p: ProcessInfo, s: SafetySettings, v: Vantage, table: list[ProcessInfo] | None = None
+) -> set[str]:
     """Every reason this process must never be signalled (written from the spec, not the code)."""
     reasons = set()
+    if out_of_scope(p, s, v, table if table is not None else [p]):
+        reasons.add("out of scope")
     if p.pid <= 1:
         reasons.add("pid<=1")
     if p.is_kernel_thread:
@@ -415,9 +503,10 @@ EVERYTHING = Rule(
 @given(data=st.data())
 def test_no_protected_process_is_ever_killable(data: st.DataObject) -> None:
     table = data.draw(processes(), label="table")
-    safety = data.draw(safety_settings(), label="settings")
+    safety = data.draw(safety_settings(table), label="settings")
     vantage = data.draw(vantages(table), label="vantage")
-    policy = SafetyPolicy(safety, vantage)
+    # As every look at a host builds it: the descendants scope resolved from this table.
+    policy = policy_for(safety, vantage, table)
 
     findings = Detector([*DEFAULT_RULES, EVERYTHING]).evaluate(
         table, now=T0, host_id="h", policy=policy
@@ -428,13 +517,92 @@ def test_no_protected_process_is_ever_killable(data: st.DataObject) -> None:
     assert sorted(f.identity.pid for f in findings) == sorted(by_pid)
     for finding in findings:
         p = by_pid[finding.identity.pid]
-        reasons = oracle_reasons(p, safety, vantage)
+        reasons = oracle_reasons(p, safety, vantage, table)
         if reasons:
             assert not finding.killable, (p, reasons, finding.protected_by)
             assert finding.protected_by is not None
         else:
             # Nothing protects it and every rule that can win here kills: it must be killable.
             assert finding.killable, (p, finding.protected_by)
+
+
+def _unprotected_but_for_the_scope(p: ProcessInfo) -> ProcessInfo:
+    """``p`` made an ordinary running process of noah's (uid 1000), not whitelisted."""
+    return p.model_copy(
+        update={
+            "pid": max(p.pid, 2),
+            "uid": 1000,
+            "user": "noah",
+            "name": "worker",
+            "cmdline": ("/home/noah/bin/worker", "--loop"),
+            "status": ProcessState.RUNNING,
+            "is_kernel_thread": False,
+            "pgid": None,
+            "sid": None,
+        }
+    )
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_the_scope_alone_decides_for_otherwise_unprotected_processes(
+    data: st.DataObject,
+) -> None:
+    """Every other protection off or not applying: killable exactly when in scope.
+
+    The general property above rarely gets here (some protection nearly always applies), so
+    this one checks both directions of every scope mode: out of scope is never killable, in
+    scope is never refused.
+    """
+    drawn = data.draw(processes(), label="table")
+    table = list({p.pid: p for p in map(_unprotected_but_for_the_scope, drawn)}.values())
+    scope, root = data.draw(scopes(table), label="scope")
+    safety = SafetySettings(
+        whitelist_processes=(), min_pid=0, protect_root=False, scope=scope, scope_root_pid=root
+    )
+    vantage = Vantage(
+        user="noah",
+        uid=1000,
+        pid=data.draw(st.one_of(st.none(), st.sampled_from([p.pid for p in table])), "pid"),
+        baseline_at=data.draw(baselines(table), label="baseline_at"),
+        descendants=data.draw(
+            st.one_of(st.none(), st.frozensets(st.sampled_from([p.pid for p in table]))),
+            label="descendants",
+        ),
+    )
+    policy = policy_for(safety, vantage, table)
+    findings = Detector([EVERYTHING]).evaluate(table, now=T0, host_id="h", policy=policy)
+
+    assert sorted(f.identity.pid for f in findings) == sorted(p.pid for p in table)
+    by_pid = {p.pid: p for p in table}
+    for finding in findings:
+        p = by_pid[finding.identity.pid]
+        outside = out_of_scope(p, safety, vantage, table)
+        itself = p.pid == vantage.pid or p.pid <= 1
+        assert finding.killable is not (outside or itself), (p, finding.protected_by)
+        if outside and not itself:
+            assert finding.protected_by is not None
+            assert finding.protected_by.startswith("outside_scope:")
+
+
+def test_a_parent_cycle_does_not_put_the_scope_root_in_its_own_scope() -> None:
+    """A torn snapshot (PIDs reused while the table was read) can show A's parent as B and
+    B's parent as A. The root of a descendants scope is still not its own descendant."""
+    root = mine(5000, ppid=5001)
+    child = mine(5001, ppid=5000)
+    table = [root, child]
+    settings = SafetySettings(
+        min_pid=0, protect_root=False, scope="descendants", scope_root_pid=5000
+    )
+    policy = policy_for(settings, ME, table)
+    assert policy.protection_for(child) is None
+    assert policy.protection_for(root) == "outside_scope:descendants"
 
 
 def test_whitelist_refusal_names_the_entry_that_matched() -> None:

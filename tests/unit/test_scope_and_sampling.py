@@ -27,11 +27,24 @@ def test_cpu_percent_comes_from_cpu_time_deltas_per_identity():
     sampler = CpuSampler()
     busy = proc(5000, cpu_time=100.0)
     idle = proc(5001, cpu_time=50.0)
-    first = sampler.annotate([busy, idle], taken_at=1000.0)
-    assert [p.cpu_percent for p in first] == [0.0, 0.0]  # no history yet: nothing invented
+    first = sampler.annotate([busy, idle], taken_at=1000.0)  # before they started: age <= 0
+    assert [p.cpu_percent for p in first] == [0.0, 0.0]  # no history, no age: nothing invented
     later = [busy.model_copy(update={"cpu_time": 101.8}), idle]
     second = sampler.annotate(later, taken_at=1002.0)
     assert [p.cpu_percent for p in second] == [90.0, 0.0]
+
+
+def test_a_process_without_history_gets_its_lifetime_average_not_zero():
+    # The daemon's usual case: most of the table is known, a newcomer is not. psutil would
+    # say 0.0 and hide a runaway loop that started since the last look.
+    sampler = CpuSampler()
+    now = T0.timestamp()
+    known = proc(5000, cpu_time=10.0)
+    sampler.annotate([known], taken_at=now - 5)
+    newcomer = proc(5001, age=4.0, cpu_time=3.0)  # 3 s of CPU in 4 s of life
+    _, fresh = sampler.annotate([known, newcomer], taken_at=now)
+    assert fresh.cpu_percent == 75.0
+    assert fresh.cpu_samples == ((now, 3.0),)
 
 
 def test_two_cores_read_200_percent_and_a_reused_pid_starts_fresh():
@@ -39,9 +52,9 @@ def test_two_cores_read_200_percent_and_a_reused_pid_starts_fresh():
     sampler.annotate([proc(5000, cpu_time=10.0)], taken_at=0.0)
     [hot] = sampler.annotate([proc(5000, cpu_time=12.0)], taken_at=1.0)
     assert hot.cpu_percent == 200.0
-    newcomer = proc(5000, cpu_time=500.0, age=5)  # same PID, different start time
-    [fresh] = sampler.annotate([newcomer], taken_at=2.0)
-    assert fresh.cpu_percent == 0.0
+    newcomer = proc(5000, cpu_time=4.0, age=5)  # same PID, different start time
+    [fresh] = sampler.annotate([newcomer], taken_at=T0.timestamp())
+    assert fresh.cpu_percent == 80.0  # its own lifetime, not a delta against 12 s of another
 
 
 def test_one_shot_scan_takes_a_short_sample_instead_of_reporting_zero():

@@ -407,10 +407,68 @@ def test_audit_records_accumulate_one_per_call(transport, terminator, sink):
     ]
 
 
-def test_elapsed_seconds_is_recorded(transport, terminator):
+class SteppedMonotonic:
+    """A stand-in for the terminator's ``time`` module: a monotonic clock that moves only
+    when a (fake) wait is made, by exactly the seconds that wait takes."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class SlowToExit(FakeTransport):
+    """A process takes ``exit_seconds`` to exit once signalled; a wait for one that does not
+    exit lasts its whole timeout. Both on the stepped clock."""
+
+    def __init__(self, clock: SteppedMonotonic, exit_seconds: float) -> None:
+        super().__init__()
+        self.clock, self.exit_seconds = clock, exit_seconds
+
+    def wait_gone(self, pid: int, create_time: float, timeout: float) -> bool:
+        gone = super().wait_gone(pid, create_time, timeout)
+        self.clock.now += min(self.exit_seconds, timeout) if gone else timeout
+        return gone
+
+
+@pytest.mark.parametrize(
+    ("ignores_sigterm", "exit_seconds", "outcome", "elapsed"),
+    [
+        # SIGTERM, and the process is gone 1.25 s later.
+        (False, 1.25, KillOutcome.TERMINATED, 1.25),
+        # SIGTERM ignored: the whole 5 s timeout, SIGKILL, then gone 1.25 s later.
+        (True, 1.25, KillOutcome.KILLED, 6.25),
+        # Reported to the millisecond.
+        (False, 0.2346, KillOutcome.TERMINATED, 0.235),
+        (False, 0.0004, KillOutcome.TERMINATED, 0.0),
+    ],
+)
+def test_elapsed_seconds_is_the_time_the_process_took_to_exit(
+    monkeypatch, sink, ignores_sigterm, exit_seconds, outcome, elapsed
+):
+    stepped = SteppedMonotonic()
+    monkeypatch.setattr("agents.terminator.time", stepped)
+    transport = SlowToExit(stepped, exit_seconds)
     info = transport.add(proc(4242))
-    record = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=False)
-    assert 0 <= record.elapsed_seconds < 1
+    if ignores_sigterm:
+        transport.ignores_sigterm.add(4242)
+    record = make_terminator(transport, sink).terminate(
+        finding_for(info), TERM_THEN_KILL, dry_run=False
+    )
+    assert record.outcome is outcome
+    assert record.elapsed_seconds == elapsed
+    assert sink.records[-1].outcome == outcome.value
+
+
+def test_elapsed_seconds_is_zero_without_any_wait(monkeypatch, transport, terminator):
+    stepped = SteppedMonotonic()
+    monkeypatch.setattr("agents.terminator.time", stepped)
+    info = transport.add(proc(4242))
+    refused = terminator.terminate(finding_for(info), REPORT, dry_run=False)
+    rehearsed = terminator.terminate(finding_for(info), TERM_THEN_KILL, dry_run=True)
+    assert (refused.outcome, refused.elapsed_seconds) == (KillOutcome.PROTECTED, 0.0)
+    assert (rehearsed.outcome, rehearsed.elapsed_seconds) == (KillOutcome.DRY_RUN, 0.0)
 
 
 def test_audit_record_names_the_config_file_and_rounds_memory():
