@@ -36,13 +36,14 @@ import secrets
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from infra.redis.connection import as_text, blocking_slice
 from infra.redis.keys import DEFAULT_PREFIX, RedisKeys, is_rq_job_id, job_id_for, queue_name
+from infra.redis.rq_jobs import JobSpec, enqueue
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.clock import Clock, SystemClock
 from reaper_engine.models import AgentType, Task
@@ -52,7 +53,6 @@ from reaper_engine.signing import TaskRejectedError, TaskSigner
 if TYPE_CHECKING:
     import redis
     import rq
-    from rq.queue import EnqueueData
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +147,8 @@ class RqTaskQueue(TaskQueue):
         1. ``SET <guard> NX EX`` and ``EXISTS <job>`` per task: of racing publishers only one
            sets the guard; a job still in RQ (queued, running or keeping its result) also
            makes the task a duplicate, should its guard have expired.
-        2. One MULTI/EXEC with every winner's job hash and queue push (``enqueue_many``).
+        2. One MULTI/EXEC with every winner's job hash and queue push, in RQ's format
+           (infra/redis/rq_jobs.py, as RQ's ``enqueue_many`` writes them).
         """
         from rq.job import Job
 
@@ -188,32 +189,31 @@ class RqTaskQueue(TaskQueue):
         return len(winners)
 
     def _enqueue(self, plans: list[tuple[Task, str, int]]) -> None:
-        from rq import Queue
-
-        batches: dict[AgentType, list[EnqueueData]] = {}
-        for task, job_id, timeout in plans:
-            batches.setdefault(task.agent_type, []).append(
-                Queue.prepare_data(
-                    JOB_FUNCTION,
-                    args=[self._signer.seal(task)],
-                    # RQ's job_timeout, an upper bound only: RQ starts it when the job
-                    # starts, so `reaper worker` lowers it to the time left then.
-                    timeout=timeout,
-                    result_ttl=self._result_ttl,
-                    failure_ttl=self._failure_ttl,
-                    description=f"{task.action.value} {task.host_id} ({task.mission_id})",
-                    job_id=job_id,
-                    meta={
-                        "task_id": task.task_id,
-                        "mission_id": task.mission_id,
-                        "host_id": task.host_id,
-                        "attempt": task.attempt,
-                    },
-                )
+        # RQ's own job format, written without RQ's Job objects (infra/redis/rq_jobs.py):
+        # most of what a dispatch cost was building those.
+        specs = [
+            JobSpec(
+                job_id=job_id,
+                queue=queue_name(task.agent_type),
+                function=JOB_FUNCTION,
+                args=(self._signer.seal(task),),
+                # RQ's job_timeout, an upper bound only: RQ starts it when the job starts,
+                # so `reaper worker` lowers it to the time left then.
+                timeout=timeout,
+                result_ttl=self._result_ttl,
+                failure_ttl=self._failure_ttl,
+                description=f"{task.action.value} {task.host_id} ({task.mission_id})",
+                meta={
+                    "task_id": task.task_id,
+                    "mission_id": task.mission_id,
+                    "host_id": task.host_id,
+                    "attempt": task.attempt,
+                },
             )
+            for task, job_id, timeout in plans
+        ]
         pipe = self._client.pipeline(transaction=True)
-        for agent_type, datas in batches.items():
-            self._queues[agent_type].enqueue_many(datas, pipeline=pipe)
+        enqueue(pipe, specs, datetime.now(UTC))
         pipe.execute()
 
     def _release_guards(self, tasks: list[Task]) -> None:
