@@ -196,6 +196,16 @@ _COMPILERS = (
 # Go's toolchain runs $GOROOT/pkg/tool/<os>_<arch>/compile, link, asm ...
 _GO_TOOLS = _PROGRAM + r"pkg[/\\]tool[/\\][^\s\"/\\]+[/\\](?:compile|link|asm|cgo|vet|cover)" + _END
 _BUILDS = _PROGRAM + r'cargo(?:\.exe)?"? (?:\+\S+ )?(?:build|check|clippy|doc|rustc)\b'
+# Build drivers: a long, hot `make -j` or Bazel server is a build, not a runaway.
+_BUILD_TOOLS = (
+    _PROGRAM + r"(?:make|gmake|ninja|samu|bazel|bazelisk|buck2|cmake|meson|scons|mvn|gradle"
+    r"|gradlew|sbt)" + _VERSION + r"(?:\.cmd|\.bat)?" + _END
+)
+# Compilers and bundlers that run as a script under node: `node …/typescript/bin/tsc -w`.
+_NODE_TOOLS = (
+    _PROGRAM + r'node(?:js)?(?:\.exe)?"? (?:\S*[/\\])?(?:tsc|tsserver|webpack(?:-cli)?|esbuild'
+    r"|vite|rollup|swc|babel|tsup)(?:\.c?m?js)?(?:\s|$)"
+)
 _BROWSERS = (
     _PROGRAM + r"(?:chrome|chromium|chromium-browser|google-chrome(?:-stable|-beta|-unstable)?"
     r"|google chrome|chrome_crashpad_handler|firefox|firefox-esr|firefox-bin|plugin-container"
@@ -226,7 +236,8 @@ _JVM_IDES = (
 )
 _JVM_BUILDS = _JVM + (
     r"(?:org\.gradle\.launcher\.daemon\.bootstrap\.GradleDaemon"
-    r"|org\.jetbrains\.kotlin\.daemon\.KotlinCompileDaemon)"
+    r"|org\.jetbrains\.kotlin\.daemon\.KotlinCompileDaemon"
+    r"|com\.google\.devtools\.build\.lib\.bazel\.Bazel)"
 )
 # VS Code and its forks: every process of the macOS bundle (its main binary is "Electron"
 # in some versions) and the remote server's node (.vscode-server/bin/<commit>/node).
@@ -239,7 +250,7 @@ _CODE_SERVER = (
 
 
 EXCLUDE_PRESETS: dict[str, tuple[str, ...]] = {
-    "compilers": (_COMPILERS, _GO_TOOLS, _BUILDS, _JVM_BUILDS),  # and build tools
+    "compilers": (_COMPILERS, _GO_TOOLS, _BUILDS, _BUILD_TOOLS, _NODE_TOOLS, _JVM_BUILDS),
     "browsers": (_BROWSERS,),
     "editors": (_EDITORS, _CODE_BUNDLE, _CODE_SERVER),
     "ides": (_IDES, _JVM_IDES),

@@ -338,6 +338,25 @@ def test_busy_by_design_matches_real_program_names(cmd: str) -> None:
 # "_test" or "test_" file, a ".log", "jest", "vitest", a "/tmp/test_" directory). Those marked
 # "fixture" are copied from /work/shared/fixtures/real (public `ps`/WMI captures).
 BUSY_BY_DESIGN = [
+    # -- build drivers and compilers run by node
+    ("make", ("make", "-j8", "all")),
+    ("ninja", ("/usr/bin/ninja", "-C", "out/Release", "test_runner")),
+    (
+        "bazel server",
+        (
+            "/usr/lib/jvm/bin/java",
+            "-Xss20m",
+            "com.google.devtools.build.lib.bazel.Bazel",
+            "--batch_test",
+        ),
+    ),
+    ("gradlew", ("C:\\src\\app\\gradlew.bat", "test")),
+    (
+        "tsc under node",
+        ("node", "/home/dana/app/node_modules/typescript/bin/tsc", "-w", "-p", "test"),
+    ),
+    ("webpack under node", ("/usr/bin/node", "/app/node_modules/.bin/webpack", "--watch")),
+    ("vite under node", ("node", "/app/node_modules/vite/bin/vite.js", "build")),
     # -- compilers, linkers, toolchains
     (
         "clang++",
@@ -721,6 +740,8 @@ ROGUE = [
     ("C:\\build\\out\\test_gcc_frontend.exe --gtest_filter=*", "hot", "infinite_loop"),
     ("node /web/node_modules/.bin/vitest run --root /home/dana/code", "young", "vitest_timeout"),
     ("node /Users/dana/src/editor/node_modules/jest/bin/jest.js --ci", "young", "jest_timeout"),
+    ("node /web/node_modules/vitest/vitest.mjs run", "young", "vitest_timeout"),
+    ("/tmp/test_make_parser --loop", "hot", "infinite_loop"),
     ("tail -f /var/log/chrome-updater.log", "idle", "orphaned_monitor"),
     ("/usr/bin/java -jar /srv/app/leaky.jar", "huge", "memory_hog"),
 ]
