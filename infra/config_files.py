@@ -287,6 +287,7 @@ _HELP: dict[str, dict[str, str]] = {
     "scanner": {
         "cpu_sample_seconds": "CPU sampling window of a one-shot scan, seconds (0 < x <= 2).",
         "use_procfs": "On Linux, read /proc directly (faster) instead of through psutil.",
+        "boost_cpu_share": "Raise Reaper's CPU share (nice, autogroup) while it scans.",
     },
     "fleet": {
         "redis_url": "Redis of fleet mode (unset: --redis-url, $REDIS_URL, redis://localhost:6379/0).",

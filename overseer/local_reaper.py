@@ -141,7 +141,7 @@ class LocalReaper:
             self.config.scanner, cpu_probe=cpu_probe
         )
         self._audit = audit
-        self._boost = boost
+        self._boost = boost and self.config.scanner.boost_cpu_share
         os_ = this_os()
         self.spec = HostSpec(host_id=local_host_id(), os=os_, transport=TransportKind.LOCAL)
         # The agent is used for its judgement only (look); it never consumes a queue here.

@@ -110,6 +110,9 @@ class ScannerSettings(BaseModel):
     # capped because a scan that takes seconds makes the CLI feel broken.
     cpu_sample_seconds: float = Field(default=0.2, gt=0, le=2)
     use_procfs: bool = True
+    # Raise Reaper's own CPU share while it looks (nice and autogroup, where permitted): a
+    # scan competes with the very loops it hunts. Off for hosts where priorities are managed.
+    boost_cpu_share: bool = True
 
 
 class FleetSettings(BaseModel):

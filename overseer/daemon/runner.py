@@ -136,7 +136,7 @@ class Daemon:
         self.env = dict(env)
         self.paths = DaemonPaths.resolve(loaded.config.daemon, env)
         self._notify: NotifyFn = notify or send_notification
-        self._boost = boost
+        self._boost = boost and loaded.config.scanner.boost_cpu_share  # read at start
         self.host = local_host_spec()
 
         self._stop = threading.Event()
