@@ -89,13 +89,12 @@ class CpuSampler:
                 key = (proc.pid, round(proc.create_time, 2))
                 cpu_time = proc.cpu_time
                 old = known.get(key)
-                ref = _reference(old.recent, taken_at, min_window) if old is not None else None
-                if ref is None:
+                ref = None if old is None else _reference(old.recent, taken_at, min_window)
+                if old is None or ref is None:
                     age = taken_at - proc.create_time
                     percent = 100.0 * cpu_time / age if age > 0 else 0.0
                     recent = [(cpu_time, taken_at)]
                 else:
-                    assert old is not None  # for mypy: ref comes from old's samples
                     cpu_before, wall_before = old.recent[ref]
                     elapsed = taken_at - wall_before
                     percent = 100.0 * (cpu_time - cpu_before) / elapsed if elapsed > 0 else 0.0

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 from agents.platform.snapshot import (
@@ -277,11 +279,12 @@ class ProcfsReader:
     def _read_pid(
         self,
         entry: str,
-        known: dict[_EuidKey, int] | None = None,
+        known: Mapping[_EuidKey, int] = MappingProxyType({}),
         learned: dict[_EuidKey, int] | None = None,
         settled_before: float = 0.0,
     ) -> ProcessInfo:
-        """One process; ``known``/``learned`` are the euid memory (see the class docstring)."""
+        """One process. ``known`` is the euid memory to use, ``learned`` (if given) collects
+        it for the next read (see the class docstring)."""
         dir_fd = os.open(f"{self._root}/{entry}", os.O_RDONLY | os.O_DIRECTORY)
         try:
             owner = os.fstat(dir_fd).st_uid
@@ -292,19 +295,21 @@ class ProcfsReader:
             # Kernel threads and zombies have no memory map: no command line, no executable,
             # and an owner that is not hidden by the dumpable flag. Skip those reads.
             no_mm = kernel_thread or state == "Z"
+            # psutil's formula, operand for operand, so both readers give identical floats.
+            create_time = float(starttime) / self._hz + (self._boot_time or 0.0)
             uid = owner
             if owner == 0 and self._exact_uid and not no_mm:
                 key = (pid, starttime)
-                remembered = known.get(key) if known is not None else None
-                if remembered is None:
-                    uid = parse_status_euid(_read_all("status", dir_fd))
-                    started = float(starttime) / self._hz + (self._boot_time or 0.0)
-                    if learned is not None and started <= settled_before:
-                        learned[key] = uid
-                else:
-                    uid = remembered
-                    if learned is not None:
-                        learned[key] = uid
+                remembered = known.get(key)
+                uid = (
+                    remembered
+                    if remembered is not None
+                    else parse_status_euid(_read_all("status", dir_fd))
+                )
+                if learned is not None and (
+                    remembered is not None or create_time <= settled_before
+                ):
+                    learned[key] = uid
             cmdline: tuple[str, ...] = ()
             exe: str | None = None
             if not no_mm:
@@ -319,7 +324,6 @@ class ProcfsReader:
                     exe = None
         finally:
             os.close(dir_fd)
-        hz = self._hz
         return ProcessInfo(
             pid=pid,
             ppid=ppid,
@@ -330,10 +334,9 @@ class ProcfsReader:
             name=comm,
             exe=exe,
             cmdline=cmdline,
-            # psutil's formula, operand for operand, so both readers give identical floats.
-            create_time=float(starttime) / hz + (self._boot_time or 0.0),
+            create_time=create_time,
             status=_STATES.get(state, ProcessState.UNKNOWN),
-            cpu_time=(utime + stime) / hz,
+            cpu_time=(utime + stime) / self._hz,
             rss=rss * self._page_size,
             is_kernel_thread=kernel_thread,
         )

@@ -13,6 +13,8 @@ registered as ``Queue.enqueue_many`` does. tests/redis/test_rq_jobs.py compares 
 field by field, so an RQ upgrade that changes the format fails a test, not the fleet.
 """
 
+# rq is imported where it is used, as in queue.py: this module must load without it.
+# ruff: noqa: PLC0415
 from __future__ import annotations
 
 import json
@@ -22,9 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-JOB_KEY_PREFIX: Final = "rq:job:"
-QUEUE_KEY_PREFIX: Final = "rq:queue:"
-QUEUES_KEY: Final = "rq:queues"
 _TIMESTAMP: Final = "%Y-%m-%dT%H:%M:%S.%fZ"  # rq.utils._TIMESTAMP_FORMAT
 
 
@@ -73,10 +72,15 @@ def job_hash(spec: JobSpec, now: datetime) -> dict[str, str | bytes | int]:
 def enqueue(pipe: Any, specs: Sequence[JobSpec], now: datetime) -> None:
     """Queue ``specs`` on ``pipe`` (a redis-py pipeline): each job's hash, then one push
     per queue in the order given, and the queue's registration in ``rq:queues``."""
+    # RQ's key names from RQ itself.
+    from rq import Queue
+    from rq.job import Job
+
     order: dict[str, list[str]] = {}
     for spec in specs:
-        pipe.hset(JOB_KEY_PREFIX + spec.job_id, mapping=job_hash(spec, now))
+        pipe.hset(Job.key_for(spec.job_id), mapping=job_hash(spec, now))
         order.setdefault(spec.queue, []).append(spec.job_id)
     for queue, job_ids in order.items():
-        pipe.sadd(QUEUES_KEY, QUEUE_KEY_PREFIX + queue)
-        pipe.rpush(QUEUE_KEY_PREFIX + queue, *job_ids)
+        key = Queue.redis_queue_namespace_prefix + queue
+        pipe.sadd(Queue.redis_queues_keys, key)
+        pipe.rpush(key, *job_ids)

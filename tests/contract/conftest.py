@@ -217,6 +217,27 @@ def inject_raw_event(adapter: AdapterFactory, event_bus: EventBus) -> InjectEven
 
 # -- helpers shared by the contract tests ---------------------------------------------------
 
+# A released call must return well within this (its own timeout is 10 s).
+PROMPT = 2.0
+
+
+def between_calls(
+    call: Callable[[float], Any], between: threading.Event, go: threading.Event
+) -> Callable[[], tuple[Any, float]]:
+    """A loop's thread around ``call(timeout)`` (a consume or a read): it has called once,
+    then, between two calls, lets the test interrupt (``between``), and calls again once
+    told to (``go``) with a 10 s timeout. Returns that call's result and how long it took."""
+
+    def run() -> tuple[Any, float]:
+        call(0)
+        between.set()
+        assert go.wait(PROMPT), "the test never let the loop go on"
+        began = time.monotonic()
+        got = call(10)
+        return got, time.monotonic() - began
+
+    return run
+
 
 class Background:
     """Run ``fn`` on a daemon thread; ``done`` is set when it returns (result in ``value``).

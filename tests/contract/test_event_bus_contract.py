@@ -9,10 +9,10 @@ from collections import Counter
 
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.models import Action, ResultEvent, ResultStatus
+from tests.contract.conftest import PROMPT, between_calls
 from tests.factories import make_task, result_for
 
 BLOCKED = 0.1
-PROMPT = 2.0
 # A read must return within this of the publish or interrupt that wakes it: far above a real
 # wake-up (milliseconds), far below what a read that polls on a timer would take.
 WAKE = 1.0
@@ -123,19 +123,7 @@ def test_bus_still_works_after_interrupt(event_bus):
 
 
 def _between_reads(bus, mission_id: str, between: threading.Event, go: threading.Event):
-    """A loop's thread: it has read before, then, between two reads, lets the test interrupt
-    (``between``), and reads again once told to (``go``), with a long timeout. Returns the
-    second read's deliveries and how long it took."""
-
-    def run() -> tuple[list, float]:
-        bus.read(mission_id, timeout=0)
-        between.set()
-        assert go.wait(PROMPT), "the test never let the reader go on"
-        began = time.monotonic()
-        got = bus.read(mission_id, timeout=10)
-        return got, time.monotonic() - began
-
-    return run
+    return between_calls(lambda t: bus.read(mission_id, timeout=t), between, go)
 
 
 def test_an_interrupt_fired_before_a_read_starts_still_releases_it(event_bus, background):

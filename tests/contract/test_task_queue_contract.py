@@ -8,6 +8,7 @@ import time
 
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.models import OS, Action, AgentType
+from tests.contract.conftest import PROMPT, between_calls
 from tests.factories import host_spec, make_task
 
 LINUX = AgentType.LINUX
@@ -15,7 +16,6 @@ WINDOWS = AgentType.WINDOWS
 MACOS = AgentType.MACOS
 
 BLOCKED = 0.1  # how long a consume must stay blocked to count as "waiting"
-PROMPT = 2.0  # a woken consume must return well within this (its own timeout is 10s)
 # A consume must return within this of the publish or interrupt that wakes it: far above a
 # real wake-up (milliseconds), far below what a consume that polls on a timer would take.
 WAKE = 1.0
@@ -158,19 +158,7 @@ def test_queue_still_works_after_interrupt(task_queue):
 
 
 def _between_consumes(queue, agent_type: AgentType, between: threading.Event, go: threading.Event):
-    """A loop's thread: it has consumed before, then, between two consumes, lets the test
-    interrupt (``between``), and consumes again once told to (``go``), with a long timeout.
-    Returns the second consume's task and how long it took."""
-
-    def run() -> tuple[object, float]:
-        queue.consume(agent_type, timeout=0)
-        between.set()
-        assert go.wait(PROMPT), "the test never let the consumer go on"
-        began = time.monotonic()
-        task = queue.consume(agent_type, timeout=10)
-        return task, time.monotonic() - began
-
-    return run
+    return between_calls(lambda t: queue.consume(agent_type, timeout=t), between, go)
 
 
 def test_an_interrupt_fired_before_a_consume_starts_still_releases_it(task_queue, background):

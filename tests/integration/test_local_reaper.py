@@ -156,10 +156,13 @@ def test_a_finding_whose_pid_now_names_another_process_is_not_signalled(children
     assert alive(victim.pid)
 
 
-def test_sigterm_then_sigkill_against_a_process_that_ignores_sigterm(children):
-    stubborn = children.spawn("trap '' TERM; while :; do sleep 0.05; done")
+def test_sigterm_then_sigkill_against_a_process_that_ignores_sigterm(children, tmp_path):
+    ready = tmp_path / "trapped"
+    stubborn = children.spawn(f"trap '' TERM; : > '{ready}'; while :; do sleep 0.05; done")
     factory = LocalTransportFactory(sample_seconds=0)
     transport = factory.open(this_host())
+    # Signalled before its trap is set, the shell would simply die of SIGTERM.
+    wait_until(ready.exists, what="the child to ignore SIGTERM")
     info = wait_until(lambda: transport.get_process(stubborn.pid), what="the child")
     policy = policy_for(
         scoped_to(os.getpid()), transport.vantage(), transport.list_processes().processes
