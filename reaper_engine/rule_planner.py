@@ -79,11 +79,12 @@ class RuleBasedPlanner:
                     )
                 ]
             case Action.REAP:
+                approved = _approved_pids(task)  # once, not once per kill: it validates params
                 signalled = [
                     k.identity
                     for k in host.kills
                     if k.outcome in (KillOutcome.TERMINATED, KillOutcome.KILLED)
-                    and k.identity.pid in _approved_pids(task)
+                    and k.identity.pid in approved
                 ]
                 if not signalled:
                     return []

@@ -19,6 +19,7 @@ from reaper_engine.models import (
     ResultEvent,
     ResultStatus,
     Task,
+    TaskRecord,
     TransportKind,
 )
 
@@ -55,6 +56,27 @@ def make_task(
         created_at=now,
         deadline=now + timedelta(seconds=timeout),
         target=host,
+        **kw,
+    )
+
+
+def make_record(
+    task_id: str = "t1",
+    host_id: str = "h1",
+    action: Action = Action.SCAN,
+    *,
+    status: ResultStatus = ResultStatus.SUCCESS,
+    finished_at: datetime = T0,
+    **kw: Any,
+) -> TaskRecord:
+    """A completed task's record, first attempt unless told."""
+    kw.setdefault("attempt", 1)
+    return TaskRecord(
+        task_id=task_id,
+        host_id=host_id,
+        action=action,
+        status=status,
+        finished_at=finished_at,
         **kw,
     )
 

@@ -43,7 +43,7 @@ import structlog
 
 from infra.redis.connection import as_text, blocking_slice
 from infra.redis.keys import DEFAULT_PREFIX, RedisKeys, is_rq_job_id, job_id_for, queue_name
-from infra.redis.rq_jobs import JobSpec, enqueue
+from infra.redis.rq_jobs import JobWriter, NewJob
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.clock import Clock, SystemClock
 from reaper_engine.models import AgentType, Task
@@ -109,13 +109,14 @@ class RqTaskQueue(TaskQueue):
         self._signer = signer
         self._clock: Clock = clock or SystemClock()
         self._keys = RedisKeys(prefix)
-        self._result_ttl = result_ttl
-        self._failure_ttl = failure_ttl
         self._dead_cap = dead_letter_cap
         self._queues: dict[AgentType, rq.Queue] = {
             a: Queue(queue_name(a), connection=client, serializer=JSONSerializer) for a in AgentType
         }
         self._discard_script = client.register_script(_DISCARD)
+        self._writer = JobWriter(
+            client, JOB_FUNCTION, result_ttl=result_ttl, failure_ttl=failure_ttl
+        )
         self._slice = blocking_slice(client)
         # interrupt() bookkeeping: see the module docstring
         self._instance = secrets.token_hex(8)
@@ -142,87 +143,49 @@ class RqTaskQueue(TaskQueue):
         return self.publish_many([task]) == 1
 
     def publish_many(self, tasks: Sequence[Task]) -> int:
-        """Queue new tasks in two round trips whatever their number.
+        """Queue new tasks with one script call whatever their number (infra/redis/rq_jobs.py).
 
-        1. ``SET <guard> NX EX`` and ``EXISTS <job>`` per task: of racing publishers only one
-           sets the guard; a job still in RQ (queued, running or keeping its result) also
-           makes the task a duplicate, should its guard have expired.
-        2. One MULTI/EXEC with every winner's job hash and queue push, in RQ's format
-           (infra/redis/rq_jobs.py, as RQ's ``enqueue_many`` writes them).
+        Per task, atomically: ``SET <guard> NX EX``, and ``EXISTS <job>`` -- of racing
+        publishers only one sets the guard, and a job still in RQ (queued, running or keeping
+        its result) also makes the task a duplicate, should its guard have expired -- then
+        the winners' job hashes and queue pushes in RQ's format, as RQ's ``enqueue_many``
+        writes them.
+
+        A failed call leaves nothing to undo: the script refuses before its first write or
+        runs to the end, so a guard is never left set without its job (the two round trips
+        this replaced had to release the guards of a failed MULTI/EXEC). If the reply was
+        lost the jobs exist: redis-py's retry of the same call counts them as this call's
+        (its guards hold the call's token), a later publish of the tasks finds duplicates.
         """
-        from rq.job import Job
-
         unique: dict[str, Task] = {}
         for task in tasks:
             unique.setdefault(task.task_id, task)  # the first of a batch's duplicates wins
         if not unique:
             return 0
         now = self._clock.now()
-        planned = [
-            (task, job_id_for(task.task_id), _job_timeout(task, now)) for task in unique.values()
-        ]
+        jobs = [self._new_job(task, now) for task in unique.values()]
+        count = sum(self._writer.enqueue(jobs, datetime.now(UTC)))
+        log.debug("tasks_published", count=count, duplicates=len(jobs) - count)
+        return count
 
-        pipe = self._client.pipeline(transaction=False)
-        for task, job_id, timeout in planned:
-            pipe.set(
-                self._keys.task_guard(task.task_id),
-                b"1",
-                nx=True,
-                ex=timeout + self._result_ttl,
-            )
-            pipe.exists(Job.key_for(job_id))
-        replies = pipe.execute()
-        winners = [
-            plan
-            for plan, claimed, exists in zip(planned, replies[0::2], replies[1::2], strict=True)
-            if claimed and not exists
-        ]
-        if not winners:
-            return 0
-        try:
-            self._enqueue(winners)
-        except Exception:
-            # Nothing was queued (one MULTI/EXEC): let a retry of the same tasks through.
-            self._release_guards([task for task, _, _ in winners])
-            raise
-        log.debug("tasks_published", count=len(winners), duplicates=len(planned) - len(winners))
-        return len(winners)
-
-    def _enqueue(self, plans: list[tuple[Task, str, int]]) -> None:
-        # RQ's own job format, written without RQ's Job objects (infra/redis/rq_jobs.py):
-        # most of what a dispatch cost was building those.
-        specs = [
-            JobSpec(
-                job_id=job_id,
-                queue=queue_name(task.agent_type),
-                function=JOB_FUNCTION,
-                args=(self._signer.seal(task),),
-                # RQ's job_timeout, an upper bound only: RQ starts it when the job starts,
-                # so `reaper worker` lowers it to the time left then.
-                timeout=timeout,
-                result_ttl=self._result_ttl,
-                failure_ttl=self._failure_ttl,
-                description=f"{task.action.value} {task.host_id} ({task.mission_id})",
-                meta={
-                    "task_id": task.task_id,
-                    "mission_id": task.mission_id,
-                    "host_id": task.host_id,
-                    "attempt": task.attempt,
-                },
-            )
-            for task, job_id, timeout in plans
-        ]
-        pipe = self._client.pipeline(transaction=True)
-        enqueue(pipe, specs, datetime.now(UTC))
-        pipe.execute()
-
-    def _release_guards(self, tasks: list[Task]) -> None:
-        from redis.exceptions import RedisError
-
-        try:
-            self._client.delete(*(self._keys.task_guard(t.task_id) for t in tasks))
-        except RedisError as err:  # they expire by themselves; the publish error matters more
-            log.warning("task_guards_not_released", count=len(tasks), error=str(err))
+    def _new_job(self, task: Task, now: datetime) -> NewJob:
+        return NewJob(
+            job_id=job_id_for(task.task_id),
+            queue=queue_name(task.agent_type),
+            guard=self._keys.task_guard(task.task_id),
+            args=(self._signer.seal(task),),
+            description=f"{task.action.value} {task.host_id} ({task.mission_id})",
+            meta={
+                "task_id": task.task_id,
+                "mission_id": task.mission_id,
+                "host_id": task.host_id,
+                "attempt": task.attempt,
+            },
+            # RQ's job_timeout, an upper bound only: RQ starts it when the job starts, so
+            # `reaper worker` lowers it to the time left then. The guard lives as long plus
+            # the result's TTL.
+            timeout=_job_timeout(task, now),
+        )
 
     # -- consuming --------------------------------------------------------------------------
 

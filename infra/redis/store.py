@@ -1,16 +1,29 @@
-"""MissionStore on Redis: one hash per mission, compare-and-set saves in one Lua round trip.
+"""MissionStore on Redis: a mission in parts, compare-and-set saves in one Lua round trip.
 
 Keys (``RedisKeys``):
 
-* ``<prefix>:mission:<id>``       hash ``version`` (int) and ``doc`` (the MissionState JSON);
-* ``<prefix>:missions``           sorted set of ids scored by creation order (``list_ids``);
-* ``<prefix>:missions:seq``       the counter behind those scores;
-* ``<prefix>:mission-summaries``  hash id -> MissionSummary JSON, for ``summaries()``.
+* ``<prefix>:mission:<id>``          hash ``version`` (int), ``head`` (the MissionState
+                                     JSON without its hosts and tasks) and ``hosts`` (the
+                                     host ids in order: a hash keeps none);
+* ``<prefix>:mission:<id>:hosts``    hash host id -> HostState JSON;
+* ``<prefix>:mission:<id>:pending``  hash task id -> PendingTask JSON;
+* ``<prefix>:mission:<id>:done``     hash task id -> TaskRecord JSON;
+* ``<prefix>:missions``              sorted set of ids scored by creation order (``list_ids``);
+* ``<prefix>:missions:seq``          the counter behind those scores;
+* ``<prefix>:mission-summaries``     hash id -> MissionSummary JSON, for ``summaries()``.
 
-The version lives beside the document so the scripts compare it without parsing JSON. Each
+A save writes the head and only the hosts and tasks that changed since this store instance
+last wrote or read the mission (infra/state_parts.py): a batch of results in a 1000-host
+mission rewrites a few hundred kilobytes, not the whole multi-megabyte state. A load reads
+the four hashes in one MULTI/EXEC, so it never sees half a save.
+
+The version lives beside the head so the scripts compare it without parsing JSON. Each
 script writes the mission and its summary together, so dashboards never see a summary of a
 state that was not saved. The index is scored by a counter, not by ``created_at``: missions
 created in the same instant (a ManualClock, a fast loop) keep their creation order.
+
+Missions saved by Reaper 0.x before this layout (one ``doc`` field holding the whole state)
+still load; their next save rewrites them in parts.
 
 A summary that does not decode (a corrupt entry, or one a newer Reaper wrote) never hides
 the others: ``summaries()`` leaves it out and logs it, ``summary_rows()`` reports it as an
@@ -19,6 +32,7 @@ the others: ``summaries()`` leaves it out and logs it, ``summary_rows()`` report
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +41,7 @@ import structlog
 from infra.codec import decode, encode
 from infra.redis.connection import as_text
 from infra.redis.keys import DEFAULT_PREFIX, RedisKeys
+from infra.state_parts import PartTracker, StateDelta, assemble, head_json, new_revision
 from reaper_engine.errors import ConcurrentUpdateError, MessageDecodeError
 from reaper_engine.models import MissionState, MissionSummary
 from reaper_engine.ports import MissionStore
@@ -36,34 +51,93 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-# KEYS: mission, index, seq, summaries. ARGV: mission id, doc, summary.
-_CREATE = """
+# Both scripts take ARGV: mission id, new version, head, summary, expected version (save
+# only), the new revision, then the StateDelta: the revision it is a delta of ('' when it
+# is written in full), the host ids in order (a JSON list, written only in full), five
+# counts (host, pending and record documents; pending and record ids to delete), the
+# id/document pairs and the ids.
+_WRITE_PARTS = """
+local function refuse_foreign_keys()
+  -- A script's writes are not undone when it fails: whatever could fail is checked first.
+  for i = 1, 4 do
+    local kind = redis.call('TYPE', KEYS[i])['ok']
+    if kind ~= 'none' and kind ~= 'hash' then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. kind .. ', not a hash')
+    end
+  end
+end
+local function write_parts()
+  if ARGV[7] == '' then
+    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+    redis.call('HSET', KEYS[1], 'hosts', ARGV[8])
+  end
+  local at = 14
+  local function each(n, width, call)
+    local step = 500 * width  -- unpack() is bounded by Lua's C stack
+    local last = at + n * width - 1
+    while at <= last do
+      local upto = math.min(at + step - 1, last)
+      call(at, upto)
+      at = upto + 1
+    end
+  end
+  local puts = {KEYS[2], KEYS[3], KEYS[4]}
+  for i = 1, 3 do
+    each(tonumber(ARGV[8 + i]), 2, function(from, upto)
+      redis.call('HSET', puts[i], unpack(ARGV, from, upto))
+    end)
+  end
+  for i = 2, 3 do
+    each(tonumber(ARGV[10 + i]), 1, function(from, upto)
+      redis.call('HDEL', puts[i], unpack(ARGV, from, upto))
+    end)
+  end
+  redis.call('HSET', KEYS[1], 'version', ARGV[2], 'head', ARGV[3], 'rev', ARGV[6])
+end
+"""
+
+# KEYS: mission, hosts, pending, done, index, seq, summaries.
+_CREATE = (
+    _WRITE_PARTS
+    + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'version', '1', 'doc', ARGV[2])
-redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[3])
+local refused = refuse_foreign_keys()
+if refused then return refused end
+write_parts()
+redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[1])
+redis.call('HSET', KEYS[7], ARGV[1], ARGV[4])
 return 1
 """
+)
 
-# KEYS: mission, summaries. ARGV: mission id, expected version, new version, doc, summary.
-# Returns {0, new} when saved, {1, 0} when the mission does not exist, {2, current} on a
-# version mismatch.
-_SAVE = """
+# KEYS: mission, hosts, pending, done, summaries. Returns {0, new} when saved, {1, 0} when
+# the mission does not exist, {2, current} on a version mismatch and {3, current} when a
+# delta's revision is not the stored one (the same version, other parts: a lost write).
+_SAVE = (
+    _WRITE_PARTS
+    + """
 local current = redis.call('HGET', KEYS[1], 'version')
 if not current then
   return {1, 0}
 end
-if current ~= ARGV[2] then
+if current ~= ARGV[5] then
   return {2, tonumber(current)}
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[3], 'doc', ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[5])
-return {0, tonumber(ARGV[3])}
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'rev') ~= ARGV[7] then
+  return {3, tonumber(current)}
+end
+local refused = refuse_foreign_keys()
+if refused then return refused end
+write_parts()
+redis.call('HDEL', KEYS[1], 'doc')  -- the layout before parts
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
+return {0, tonumber(ARGV[2])}
 """
+)
 
-_SAVED, _MISSING, _CONFLICT = 0, 1, 2
+_SAVED, _MISSING, _CONFLICT, _OTHER_REVISION = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,29 +152,65 @@ class RedisMissionStore(MissionStore):
     def __init__(self, client: redis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._keys = RedisKeys(prefix)
+        self._parts = PartTracker()
         # Scripts run by SHA and are re-sent by redis-py after a restart flushed the cache.
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
 
+    def _part_keys(self, mission_id: str) -> list[str]:
+        return [
+            self._keys.mission(mission_id),
+            self._keys.mission_hosts(mission_id),
+            self._keys.mission_pending(mission_id),
+            self._keys.mission_done(mission_id),
+        ]
+
     def create(self, state: MissionState) -> MissionState:
         saved = state.model_copy(update={"version": 1})
         mission_id = state.mission_id
+        revision = new_revision()
+        delta = self._parts.delta(saved, head_json(saved), full=True)
         created = self._create(
             keys=[
-                self._keys.mission(mission_id),
+                *self._part_keys(mission_id),
                 self._keys.missions(),
                 self._keys.mission_seq(),
                 self._keys.summaries(),
             ],
-            args=[mission_id, encode(saved), encode(MissionSummary.of(saved))],
+            args=[
+                mission_id,
+                1,
+                delta.head,
+                encode(MissionSummary.of(saved)),
+                0,
+                revision,
+                *_args(delta),
+            ],
         )
         if int(created) != 1:
             raise ValueError(f"mission '{mission_id}' already exists")
+        self._parts.saved(saved, revision)
         return saved
 
     def load(self, mission_id: str) -> MissionState | None:
-        doc = self._client.hget(self._keys.mission(mission_id), "doc")
-        return decode(MissionState, doc) if doc is not None else None
+        pipe = self._client.pipeline(transaction=True)
+        for key in self._part_keys(mission_id):
+            pipe.hgetall(key)
+        head, hosts, pending, done = pipe.execute()
+        if b"head" in head:
+            state = assemble(
+                head[b"head"],
+                {as_text(k): v for k, v in hosts.items()},
+                {as_text(k): v for k, v in pending.items()},
+                {as_text(k): v for k, v in done.items()},
+                host_order=_host_order(head.get(b"hosts")),
+            )
+            self._parts.loaded(state, as_text(head.get(b"rev", b"")))
+            return state
+        if b"doc" in head:
+            self._parts.forget(mission_id)  # its next save rewrites it in parts
+            return decode(MissionState, head[b"doc"])
+        return None
 
     def version(self, mission_id: str) -> int | None:
         version = self._client.hget(self._keys.mission(mission_id), "version")
@@ -109,14 +219,18 @@ class RedisMissionStore(MissionStore):
     def save(self, state: MissionState) -> MissionState:
         saved = state.model_copy(update={"version": state.version + 1})
         mission_id = state.mission_id
+        revision = new_revision()
+        delta = self._parts.delta(state, head_json(saved))
         code, version = self._save(
-            keys=[self._keys.mission(mission_id), self._keys.summaries()],
+            keys=[*self._part_keys(mission_id), self._keys.summaries()],
             args=[
                 mission_id,
-                str(state.version),
-                str(saved.version),
-                encode(saved),
+                saved.version,
+                delta.head,
                 encode(MissionSummary.of(saved)),
+                state.version,
+                revision,
+                *_args(delta),
             ],
         )
         if int(code) == _MISSING:
@@ -126,6 +240,13 @@ class RedisMissionStore(MissionStore):
                 f"mission '{mission_id}' is at version {int(version)}, "
                 f"the copy being saved was loaded at {state.version}"
             )
+        if int(code) == _OTHER_REVISION:
+            self._parts.forget(mission_id)
+            raise ConcurrentUpdateError(
+                f"mission '{mission_id}' at version {int(version)} is not the copy this "
+                "store saw (Redis lost a write?): reload it"
+            )
+        self._parts.saved(saved, revision)
         return saved
 
     def list_ids(self) -> list[str]:
@@ -154,3 +275,31 @@ class RedisMissionStore(MissionStore):
                 log.warning("mission_summary_unreadable", mission_id=mission_id, error=str(err))
                 out.append(UnreadableSummary(mission_id, str(err)))
         return out
+
+
+def _args(delta: StateDelta) -> list[str | int]:
+    """The scripts' arguments for ``delta``, from ARGV[7] on."""
+    out: list[str | int] = [
+        delta.base or "",
+        json.dumps(delta.host_order) if delta.full else "",
+        len(delta.hosts),
+        len(delta.pending),
+        len(delta.done),
+        len(delta.pending_gone),
+        len(delta.done_gone),
+    ]
+    for parts in (delta.hosts, delta.pending, delta.done):
+        for key, doc in parts.items():
+            out += (key, doc)
+    out += delta.pending_gone
+    out += delta.done_gone
+    return out
+
+
+def _host_order(raw: bytes | None) -> list[str]:
+    """The host ids in their inventory order; a defect only costs the order (by id)."""
+    try:
+        order = json.loads(raw) if raw is not None else []
+    except ValueError:
+        return []
+    return [h for h in order if isinstance(h, str)] if isinstance(order, list) else []

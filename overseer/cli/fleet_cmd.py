@@ -130,6 +130,7 @@ def engine(
     SIGTERM or Ctrl-C stops cleanly and releases the missions for a peer.
     """
     setup_logging(ctx, default_level="info")
+    from infra.gc_tuning import tune_gc
     from overseer.fleet.engine_host import EngineHost
 
     _, setup, ports = connect_fleet(fleet)
@@ -154,6 +155,7 @@ def engine(
         )
     except ValueError as err:
         raise CliError(str(err), EXIT_USAGE) from None
+    tune_gc()  # start-up is over: what follows is the long-running part
     try:
         with redis_errors(setup):  # run() retries its own failures; this is a last resort
             host.run(stop)

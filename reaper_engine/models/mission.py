@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
 
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.clock import utcnow
@@ -85,6 +85,14 @@ class PendingTask(BaseModel):
 
 
 class HostState(BaseModel):
+    """One host's part of a mission.
+
+    Stores save a mission's hosts one by one and write only those that changed, which they
+    learn from ``changes``: every assignment to a field counts. So change a host by
+    assigning its fields (the sequences are tuples for that reason), never by mutating a
+    value in place: ``host.facts = {**host.facts, "k": v}``, not ``host.facts["k"] = v``.
+    """
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     host_id: str
@@ -97,12 +105,37 @@ class HostState(BaseModel):
     locked: bool = False
     lock_reason: str | None = None
     facts: dict[str, Any] = Field(default_factory=dict)
-    findings: list[Finding] = Field(default_factory=list)
-    kills: list[KillRecord] = Field(default_factory=list)
-    survivors: list[ProcessIdentity] = Field(default_factory=list)  # reaped yet still alive
-    last_tasks: list[str] = Field(default_factory=list)
+    findings: tuple[Finding, ...] = ()
+    kills: tuple[KillRecord, ...] = ()
+    survivors: tuple[ProcessIdentity, ...] = ()  # reaped yet still alive
+    last_tasks: tuple[str, ...] = ()
     outcome: HostOutcome | None = None
     outcome_detail: str = ""
+    _changes: int = PrivateAttr(default=0)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name in type(self).model_fields:
+            # Straight into pydantic's private storage: no validation, no recursion.
+            private = self.__pydantic_private__
+            if private is not None:
+                private["_changes"] = private.get("_changes", 0) + 1
+
+    def __eq__(self, other: object) -> bool:
+        # ``changes`` is bookkeeping for stores, not state.
+        if not isinstance(other, HostState):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as BaseModel's default
+
+    @property
+    def changes(self) -> int:
+        """How many field assignments this object has had (copies count their own)."""
+        # Read straight from pydantic's private storage: ``self._changes`` goes through
+        # BaseModel.__getattr__, several times slower, and stores ask this of every host.
+        private = self.__pydantic_private__
+        return int(private.get("_changes", 0)) if private else 0
 
     @classmethod
     def from_spec(cls, spec: HostSpec) -> HostState:
@@ -115,7 +148,7 @@ class HostState(BaseModel):
         )
 
     def remember_task(self, task_id: str) -> None:
-        self.last_tasks = [*self.last_tasks, task_id][-LAST_TASKS_KEPT:]
+        self.last_tasks = (*self.last_tasks, task_id)[-LAST_TASKS_KEPT:]
 
     @property
     def successful_kills(self) -> int:

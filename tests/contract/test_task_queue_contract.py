@@ -244,6 +244,19 @@ def test_publish_many_counts_newly_queued_tasks(task_queue):
     assert drain(task_queue, WINDOWS) == ["w1"]
 
 
+def test_publish_many_keeps_each_queues_order_around_duplicates(task_queue):
+    assert task_queue.publish_many([linux_task("l2"), windows_task("w2")]) == 2
+    macos = [
+        make_task(Action.SCAN, host=host_spec("mac1", OS.MACOS), task_id=f"m{n}") for n in (1, 2)
+    ]
+    batch = [linux_task("l1"), windows_task("w1"), macos[0], linux_task("l2"), windows_task("w2")]
+    batch += [linux_task("l3"), macos[1], windows_task("w3"), linux_task("l1"), linux_task("l4")]
+    assert task_queue.publish_many(batch) == 7  # l1, w1, m1, l3, m2, w3, l4
+    assert drain(task_queue, LINUX) == ["l2", "l1", "l3", "l4"]
+    assert drain(task_queue, WINDOWS) == ["w2", "w1", "w3"]
+    assert drain(task_queue, MACOS) == ["m1", "m2"]
+
+
 def test_publish_many_of_nothing_is_zero(task_queue):
     assert task_queue.publish_many([]) == 0
 

@@ -327,7 +327,7 @@ def test_list_shows_an_unreadable_summary_as_such_and_the_others_as_usual(run, p
 
 def test_status_of_an_unreadable_mission_is_one_line(run, ports):
     mission_id = create(run, "--kind", "audit")
-    ports.client.hset(RedisKeys("reaper").mission(mission_id), "doc", "{")
+    ports.client.hset(RedisKeys("reaper").mission(mission_id), "head", "{")
     result = run("mission", "status", mission_id)
     assert result.exit_code == 4
     assert result.stderr.startswith(f"error: mission '{mission_id}' is unreadable: not a valid")

@@ -233,11 +233,11 @@ def counting_loads(world: World) -> list[str]:
 def test_an_unreadable_mission_does_not_stop_the_missions_after_it(idle_world: World, logs):
     world = idle_world  # no agents: the readable missions stay running, so stay adopted
     corrupt, newer, good = world.create("h1"), world.create("h2"), world.create("h3")
-    readable_newer = world.store._docs[newer]
-    world.store._docs[corrupt] = '{"mission_id": "truncated'
+    readable_newer = world.store._missions[newer].head
+    world.store._missions[corrupt].head = '{"mission_id": "truncated'
     doc = json.loads(readable_newer)
     doc["schema_version"] = SCHEMA_VERSION + 1  # written by a newer Reaper: a rolling upgrade
-    world.store._docs[newer] = json.dumps(doc)
+    world.store._missions[newer].head = json.dumps(doc)
     monotonic = Ticker()
     beats: list[EngineHost] = []
     host = world.host(
@@ -261,7 +261,7 @@ def test_an_unreadable_mission_does_not_stop_the_missions_after_it(idle_world: W
         assert len(beats) == 3
 
         # After the retry interval they are looked at again: one was repaired meanwhile.
-        world.store._docs[newer] = readable_newer
+        world.store._missions[newer].head = readable_newer
         monotonic.now += 61
         host.step()
         assert sorted(host.missions) == sorted([good, newer])

@@ -18,6 +18,7 @@ from rq.serializers import JSONSerializer
 from infra.redis.connection import connect
 from infra.redis.keys import RedisKeys, job_id_for
 from infra.redis.queue import JOB_FUNCTION, RUN_CLAIM_MARGIN, RqTaskQueue
+from infra.redis.rq_jobs import PUSH_CHUNK
 from reaper_engine.clock import ManualClock, SystemClock
 from reaper_engine.models import OS, Action, AgentType
 from reaper_engine.signing import TaskSigner
@@ -45,7 +46,7 @@ def push_job_id(queue: RqTaskQueue, job_id: str) -> None:
 
 
 @pytest.mark.redis
-def test_publish_many_lands_a_thousand_json_jobs_in_few_round_trips(
+def test_publish_many_lands_a_thousand_json_jobs_in_one_round_trip(
     redis_client, signer, monkeypatch
 ):
     queue = queue_on(redis_client, signer)
@@ -53,11 +54,17 @@ def test_publish_many_lands_a_thousand_json_jobs_in_few_round_trips(
 
     trips = count_round_trips(monkeypatch)
     assert queue.publish_many(tasks) == 1000
-    assert trips() <= 4  # guards, (INFO once per RQ queue), one MULTI with every job
+    # One script call; the first on a server that lacks the script is refused with
+    # NOSCRIPT, which redis-py answers with SCRIPT LOAD and the call again.
+    assert trips() <= 3
+    before = trips()
+    tasks.append(task("t1000", timeout=90))
+    assert queue.publish_many([tasks[-1], tasks[0]]) == 1
+    assert trips() == before + 1
 
     listed = [i.decode() for i in redis_client.lrange(queue.rq_queue(LINUX).key, 0, -1)]
     assert listed == [t.task_id for t in tasks]  # job ids are task ids, in publish order
-    assert queue.size(LINUX) == 1000
+    assert queue.size(LINUX) == 1001
     for sample in (tasks[0], tasks[499], tasks[-1]):
         raw = redis_client.hgetall(f"rq:job:{sample.task_id}")
         data = zlib.decompress(raw[b"data"])  # RQ compresses job data; the text inside is JSON
@@ -71,6 +78,35 @@ def test_publish_many_lands_a_thousand_json_jobs_in_few_round_trips(
         assert raw[b"description"] == f"scan lin1 ({sample.mission_id})".encode()
         assert int(raw[b"result_ttl"]) == 3600
         assert int(raw[b"failure_ttl"]) == 86400
+
+
+def test_the_envelope_is_the_json_of_its_three_fields_byte_for_byte(signer):
+    """seal() writes the envelope text itself; it must stay what json.dumps made."""
+    for sealer in (signer, TaskSigner(None)):
+        # Text that JSON escapes, inside text that JSON escapes again.
+        sample = task("t1", params={"note": 'é "quoted" \\ </tag>\n'})
+        envelope = sealer.seal(sample)
+        doc = json.loads(envelope)
+        assert envelope == json.dumps({"v": 1, "task": sample.model_dump_json(), "sig": doc["sig"]})
+        assert sealer.open(envelope, T0) == sample
+
+
+def test_a_batch_longer_than_one_push_lands_whole_and_in_order(any_client, signer):
+    queue = queue_on(any_client, signer)
+    tasks = [
+        make_task(
+            Action.SCAN,
+            host=host_spec(f"h{n}", OS.MACOS if n % 7 else OS.LINUX),
+            task_id=f"t{n:05d}",
+        )
+        for n in range(PUSH_CHUNK * 2 + 500)
+    ]
+    assert queue.publish_many(tasks) == len(tasks)
+    for agent_type in (LINUX, AgentType.MACOS):
+        rq_queue = queue.rq_queue(agent_type)
+        listed = [i.decode() for i in any_client.lrange(rq_queue.key, 0, -1)]
+        assert listed == [t.task_id for t in tasks if t.agent_type is agent_type]
+    assert queue.publish_many(tasks) == 0
 
 
 def count_round_trips(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
@@ -346,17 +382,51 @@ def test_consume_for_a_windows_host_uses_the_windows_queue(any_client, signer):
     assert queue.consume(AgentType.WINDOWS, timeout=0) == win
 
 
-def test_a_failed_enqueue_releases_the_guards(any_client, signer, monkeypatch):
+def test_a_failed_publish_leaves_no_guard_and_a_retry_goes_through(any_client, signer):
+    """The script checks what could fail before it writes: a failed call claims nothing."""
     queue = queue_on(any_client, signer)
+    any_client.set("rq:queue:reaper-windows", b"a foreign write")  # RPUSH would fail on it
+    batch = [task("t1"), make_task(Action.SCAN, host=host_spec("win1", OS.WINDOWS), task_id="w1")]
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        queue.publish_many(batch)
+    assert any_client.keys(f"{PREFIX}:task:*") == []
+    assert any_client.keys("rq:job:*") == []
+    assert queue.size(LINUX) == 0
 
-    def broken(*_args, **_kwargs):
-        raise redis.exceptions.ConnectionError("boom")
+    any_client.delete("rq:queue:reaper-windows")
+    assert queue.publish_many(batch) == 2
 
-    monkeypatch.setattr(queue, "_enqueue", broken)
+
+def test_a_publish_the_client_sent_twice_counts_and_queues_its_tasks_once(any_client, signer):
+    """redis-py resends a command whose reply it lost: the second run finds its own guards."""
+    queue = queue_on(any_client, signer)
+    script = queue._writer._script
+
+    def sent_twice(*args, **kwargs):
+        script(*args, **kwargs)
+        return script(*args, **kwargs)
+
+    queue._writer._script = sent_twice
+    assert queue.publish_many([task("t1"), task("t2")]) == 2
+    assert queue.size(LINUX) == 2
+    assert queue.publish_many([task("t1"), task("t3")]) == 1  # another call: t1 is taken
+
+
+def test_a_publish_whose_reply_was_lost_is_a_duplicate_when_tried_again(any_client, signer):
+    """Sent, run, reply lost: the caller retries and must not queue the task twice."""
+    queue = queue_on(any_client, signer)
+    run_then_lose_the_reply = queue._writer._script
+
+    def lossy(*args, **kwargs):
+        run_then_lose_the_reply(*args, **kwargs)
+        raise redis.exceptions.ConnectionError("reply lost")
+
+    queue._writer._script = lossy
     with pytest.raises(redis.exceptions.ConnectionError):
         queue.publish(task("t1"))
-    monkeypatch.undo()
-    assert queue.publish(task("t1")) is True
+    queue._writer._script = run_then_lose_the_reply
+    assert queue.publish(task("t1")) is False
+    assert queue.size(LINUX) == 1
 
 
 def test_expiry_arithmetic_uses_the_queue_clock(any_client, signer):

@@ -6,10 +6,13 @@ real agents over the simulated lab, called in the test's own thread.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections.abc import Sequence
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from agents.os_agents import AGENTS
@@ -154,7 +157,7 @@ def test_success_marks_host_healthy_stores_facts_and_plans_next_step():
     host = state.hosts["lnx"]
     assert host.last_status is HostStatus.HEALTHY
     assert host.facts["hostname"] == "dev-machine"
-    assert host.last_tasks == [discover.task_id]
+    assert list(host.last_tasks) == [discover.task_id]
     assert discover.task_id in state.completed_tasks
     assert only(rig.take()).action is Action.SCAN
 
@@ -318,7 +321,7 @@ def test_reap_mission_completes_with_each_host_outcome():
     assert actions == [Action.DISCOVER, Action.SCAN, Action.REAP, Action.VERIFY]
     assert state.counters.kills == 12
     assert {k.outcome for k in lnx.kills} == {KillOutcome.TERMINATED, KillOutcome.KILLED}
-    assert lnx.survivors == []
+    assert not lnx.survivors
 
 
 def test_audit_mission_is_read_only():
@@ -967,3 +970,97 @@ def test_a_change_never_saved_logs_nothing_of_what_it_would_have_done():
         rig.engine.process_result(result_for(task, ResultStatus.ERROR, retriable=False))
     assert {e["event"] for e in logs} == {"mission_save_conflict_retrying"}
     assert task.task_id in rig.state().pending_tasks
+
+
+def test_a_listener_hears_every_change_in_order():
+    rig = Rig(kind=MissionKind.AUDIT)
+    heard: list[tuple[str, str | None, str]] = []
+    rig.engine.listener = lambda notice: heard.append((notice.kind, notice.host_id, notice.detail))
+    rig.drain()
+    assert heard == [
+        ("dispatched", "lnx", "discover (attempt 1)"),
+        (
+            "applied",
+            "lnx",
+            "discover success: dev-machine: Ubuntu 24.04 LTS (kernel 6.8), 20 processes",
+        ),
+        ("dispatched", "lnx", "scan (attempt 1)"),
+        ("applied", "lnx", "scan success: 20 processes, 11 finding(s) (3 not killable)"),
+        ("host_done", "lnx", "findings: 8 rogue process(es) found"),
+        ("mission_finished", None, "completed"),
+    ]
+
+
+def test_an_engine_whose_logger_drops_info_still_logs_warnings():
+    # The engine does not even build the lines its logger would drop: the others still go out.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    rig = Rig()
+    rig.start()
+    task = only(rig.take())
+    with capture_logs() as logs:
+        result = result_for(task, data={"hostname": 42})  # not DiscoverData
+        assert rig.engine.process_result(result) is ApplyResult.APPLIED
+    assert [(e["event"], e["log_level"]) for e in logs] == [("result_data_invalid", "warning")]
+    assert rig.state().counters.results_applied == 1
+
+
+def test_a_task_admitted_when_due_is_stored_dispatched_with_a_fresh_id():
+    rig = Rig(LINUX, MAC)
+    state = rig.start()
+    now = rig.clock.now()
+    assert [p.dispatched_at for p in state.pending_tasks.values()] == [now, now]
+    ids = list(state.pending_tasks)
+    assert re.fullmatch(r"discover-lnx-[0-9a-f]{12}", ids[0])
+    assert re.fullmatch(r"discover-mac-[0-9a-f]{12}", ids[1])
+    discover = next(t for t in rig.take() if t.host_id == "lnx")
+    rig.engine.process_result(rig.run(discover))
+    (scan_id,) = (t for t, p in rig.state().pending_tasks.items() if p.task.host_id == "lnx")
+    assert rig.state().pending_tasks[scan_id].dispatched_at == now
+    assert re.fullmatch(r"scan-lnx-[0-9a-f]{12}", scan_id)
+
+
+def test_dispatches_are_logged_per_change_at_info_and_per_task_at_debug():
+    hosts = [host_spec(f"h{i:03d}", OS.LINUX) for i in range(150)]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    rig = Rig(*hosts)
+    with capture_logs() as logs:
+        state = rig.start()
+    lines = [e for e in logs if e["event"] == "tasks_dispatched"]
+    assert [(e["count"], e["retries"], e["log_level"]) for e in lines] == [
+        (100, 0, "info"),
+        (50, 0, "info"),
+    ]
+    assert [t for e in lines for t in e["task_ids"]] == list(state.pending_tasks)
+    assert not [e for e in logs if e["event"] == "task_dispatched"]
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    rig = Rig(LINUX)
+    with capture_logs() as logs:
+        state = rig.start()
+    (task,) = state.pending_for("lnx")
+    assert [
+        {k: e[k] for k in ("event", "task_id", "host_id", "action", "attempt")}
+        for e in logs
+        if e["event"] == "task_dispatched"
+    ] == [
+        {
+            "event": "task_dispatched",
+            "task_id": task.task_id,
+            "host_id": "lnx",
+            "action": "discover",
+            "attempt": 1,
+        }
+    ]
+
+
+def test_a_retry_dispatched_after_its_backoff_is_counted_as_one_in_its_line():
+    rig = Rig(DOWN, options=MissionOptions(retry_backoff_seconds=1.0))
+    rig.start()
+    assert rig.engine.process_result(rig.run(only(rig.take()))) is ApplyResult.APPLIED
+    rig.clock.advance(1)
+    with capture_logs() as logs:
+        rig.engine.tick()
+    retry = only(rig.take())
+    assert retry.attempt == 2
+    (line,) = [e for e in logs if e["event"] == "tasks_dispatched"]
+    assert (line["count"], line["retries"], line["task_ids"]) == (1, 1, [retry.task_id])

@@ -17,6 +17,7 @@ from reaper_engine.models import (
     AgentType,
     Finding,
     HostSpec,
+    HostState,
     HostStatus,
     Inventory,
     KillOutcome,
@@ -417,7 +418,7 @@ def test_remember_task_keeps_only_the_last_tasks() -> None:
     for i in range(LAST_TASKS_KEPT + 7):
         host.remember_task(f"t{i}")
     assert len(host.last_tasks) == LAST_TASKS_KEPT
-    assert host.last_tasks == [f"t{i}" for i in range(7, LAST_TASKS_KEPT + 7)]
+    assert host.last_tasks == tuple(f"t{i}" for i in range(7, LAST_TASKS_KEPT + 7))
     assert host.last_tasks[-1] == f"t{LAST_TASKS_KEPT + 6}"
 
 
@@ -425,7 +426,7 @@ def test_remember_task_below_the_limit_keeps_everything_in_order() -> None:
     host = make_state().hosts["h1"]
     host.remember_task("a")
     host.remember_task("b")
-    assert host.last_tasks == ["a", "b"]
+    assert host.last_tasks == ("a", "b")
 
 
 def test_successful_kills_count_only_what_our_signals_ended() -> None:
@@ -559,3 +560,40 @@ def test_codec_accepts_current_and_older_schema_versions() -> None:
 def test_codec_decodes_models_without_a_schema_version() -> None:
     spec = host_spec("x")
     assert decode(HostSpec, encode(spec)) == spec
+
+
+def test_every_assignment_to_a_host_field_is_counted():
+    host = HostState.from_spec(host_spec("h1"))
+    assert host.changes == 0
+    for count, (name, value) in enumerate(
+        [
+            ("failure_count", 1),
+            ("facts", {"hostname": "a"}),
+            ("last_tasks", ("t1",)),
+            ("outcome_detail", "x"),
+        ],
+        start=1,
+    ):
+        setattr(host, name, value)
+        assert host.changes == count, name
+    host.remember_task("t2")
+    assert host.changes == 5
+
+
+def test_the_change_count_is_not_part_of_a_hosts_value():
+    host = HostState.from_spec(host_spec("h1"))
+    twin = host.model_copy(deep=True)
+    twin.failure_count = 0  # counted, but the same value
+    assert twin.changes == 1
+    assert host == twin
+    twin.failure_count = 1
+    assert host != twin
+
+
+def test_host_sequences_are_tuples_so_they_cannot_change_in_place():
+    host = HostState.from_spec(host_spec("h1"))
+    host.last_tasks = ["t1"]  # type: ignore[assignment]  # what a JSON list becomes
+    assert host.last_tasks == ("t1",)
+    assert isinstance(host.findings, tuple)
+    assert isinstance(host.kills, tuple)
+    assert isinstance(host.survivors, tuple)
