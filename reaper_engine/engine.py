@@ -64,7 +64,8 @@ _NOT_ADMITTED = "no task admitted: "
 WITHDRAWN = frozenset({TIMEOUT_ERROR, CANCELLED_ERROR, LOCKED_ERROR})
 _SAVE_RETRIES = 8
 _NO_TASKS: frozenset[str] = frozenset()
-# Task ids per tasks_dispatched log line: ~4 KiB, well under the 16 KiB Docker's logs split.
+# Task ids per tasks_dispatched log line. Host ids are at most 63 characters, so a task id
+# is under 90: a line stays under 9 KiB, below the 16 KiB at which Docker splits log lines.
 _DISPATCHED_PER_LINE = 100
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
 
@@ -170,8 +171,6 @@ class MissionEngine:
         self._reusable: MissionState | None = None  # see _mutate
         self._lock = threading.RLock()
         self._log = log.bind(mission_id=mission_id)
-        # Fixed when the logger is bound, as its filtering is.
-        self._min_level = _min_level(self._log)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -508,7 +507,8 @@ class MissionEngine:
             )
 
     def _effects(self) -> _Effects:
-        return _Effects(notify=self.listener is not None, min_level=self._min_level)
+        # Asked per change, not once: a stdlib-backed logger's level may change later.
+        return _Effects(notify=self.listener is not None, min_level=_min_level(self._log))
 
     def _carry_out(self, state: MissionState, fx: _Effects) -> None:
         for level, event, fields in fx.logs:
@@ -517,17 +517,17 @@ class MissionEngine:
             self.queue.discard(fx.discard)
         if fx.publish:
             self.queue.publish_many(fx.publish)
-            self._log_dispatched(fx.publish)
+            self._log_dispatched(fx.publish, fx.min_level)
         if self.listener is not None:
             for kind, host_id, detail in fx.notices:
                 self.listener(EngineNotice(kind, self.mission_id, host_id, detail, state))
 
-    def _log_dispatched(self, tasks: Sequence[Task]) -> None:
+    def _log_dispatched(self, tasks: Sequence[Task], min_level: int) -> None:
         """At INFO, one ``tasks_dispatched`` line per change (per ``_DISPATCHED_PER_LINE``
         tasks) naming every task it dispatched; at DEBUG also a ``task_dispatched`` line per
         task with its host, action and attempt. Nearly every result dispatches a task, and a
         JSON log line costs about a quarter of what the rest of a result's handling does."""
-        if self._min_level <= logging.DEBUG:
+        if min_level <= logging.DEBUG:
             for task in tasks:
                 self._log.debug(
                     "task_dispatched",
@@ -536,7 +536,7 @@ class MissionEngine:
                     action=task.action.value,
                     attempt=task.attempt,
                 )
-        if self._min_level <= logging.INFO:
+        if min_level <= logging.INFO:
             for start in range(0, len(tasks), _DISPATCHED_PER_LINE):
                 chunk = tasks[start : start + _DISPATCHED_PER_LINE]
                 self._log.info(

@@ -62,6 +62,10 @@ class RedisKeys:
         """Set by the first worker to start a task: a task id runs at most once."""
         return f"{self.prefix}:task:{task_id}:ran"
 
+    def publish_call(self, token: str) -> str:
+        """A dispatch call's reply, kept a while so that a resent call writes nothing."""
+        return f"{self.prefix}:publish:{token}"
+
     def dead_tasks(self, agent_type: AgentType) -> str:
         return f"{self.prefix}:dead:tasks:{queue_name(agent_type)}"
 

@@ -115,7 +115,11 @@ class RqTaskQueue(TaskQueue):
         }
         self._discard_script = client.register_script(_DISCARD)
         self._writer = JobWriter(
-            client, JOB_FUNCTION, result_ttl=result_ttl, failure_ttl=failure_ttl
+            client,
+            JOB_FUNCTION,
+            result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
+            calls_prefix=self._keys.publish_call(""),
         )
         self._slice = blocking_slice(client)
         # interrupt() bookkeeping: see the module docstring
@@ -154,8 +158,10 @@ class RqTaskQueue(TaskQueue):
         A failed call leaves nothing to undo: the script refuses before its first write or
         runs to the end, so a guard is never left set without its job (the two round trips
         this replaced had to release the guards of a failed MULTI/EXEC). If the reply was
-        lost the jobs exist: redis-py's retry of the same call counts them as this call's
-        (its guards hold the call's token), a later publish of the tasks finds duplicates.
+        lost, redis-py's retry of the same call gets the first reply back (the script keeps
+        it under the call's token for a while) and writes nothing, even if a worker took a
+        job or a cancel discarded it meanwhile; a later publish of the tasks finds
+        duplicates.
         """
         unique: dict[str, Task] = {}
         for task in tasks:

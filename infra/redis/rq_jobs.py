@@ -5,11 +5,13 @@ fields, three pipeline commands) and that is most of what dispatching a task cos
 120 µs a job (bench/bench_fleet.py, "dispatch"). The engine dispatches a follow-up task for
 most results it applies, so this is the engine's largest cost per result after decoding.
 
-What is written, per job, is exactly what RQ 3 writes for a job without dependencies,
-callbacks, retries or a TTL (``Job.to_dict`` after ``Queue._prepare_for_queue``), so RQ's own
-workers, ``Job.fetch`` and RQ's dashboards read it as their own; the queue is pushed and
-registered as ``Queue.enqueue_many`` does. tests/redis/test_rq_jobs.py compares the two
-field by field, so an RQ upgrade that changes the format fails a test, not the fleet.
+What is written, per job, is what RQ 3 writes for a job without dependencies, callbacks,
+retries or a TTL (``Job.to_dict`` after ``Queue._prepare_for_queue``), but for the job data's
+zlib level, which RQ's reader does not care about; so RQ's own workers, ``Job.fetch`` and
+RQ's dashboards read it as their own. The queue is pushed and registered as
+``Queue.enqueue_many`` does. tests/redis/test_rq_jobs.py compares the two field by field
+(the data decompressed), so an RQ upgrade that changes the format fails a test, not the
+fleet.
 
 ``JobWriter.enqueue`` writes a whole batch with one call of a Lua script. Each job comes
 with a guard key, and the script writes a job only if it sets that guard (``SET NX EX``)
@@ -50,19 +52,32 @@ ZLIB_LEVEL: Final = 1
 # ~8000): longer pushes are split.
 PUSH_CHUNK: Final = 1000
 
-# KEYS: rq:queues, the nq queue keys, then a (guard key, job key) pair per job.
+DEFAULT_CALLS_PREFIX: Final = "reaper:publish:"
+
+# How long a call's reply is kept for a resend of the same call: redis-py's retries after a
+# lost reply take seconds, not minutes.
+CALL_TTL: Final = 600
+
+# KEYS: rq:queues, the nq queue keys, then a (guard key, job key) pair per job, and last
+#   the call's key.
 # ARGV: nq, the nq queue names, the nq job counts (the jobs come grouped by queue, in the
 #   order each queue gets them), then the shared fields (enqueue stamp, result_ttl,
-#   failure_ttl, guard token), then per job: id, data, description, meta, timeout.
+#   failure_ttl, the call's token), then per job: id, data, description, meta, timeout.
 # Returns one character per job, in ARGV order: "1" written, "0" a duplicate.
 #
 # A script error does not undo the writes made before it, so whatever could fail (a foreign
-# key of the wrong type) is checked before the first write; after that no command can fail.
-# A guard holding this call's token was set by this very call: a client that lost the reply
-# and sent the call again learns that its jobs were written, and writes nothing twice.
+# key of the wrong type) is checked before the first write; after that no command can fail
+# (the TTLs are checked by the caller). The reply is kept under the call's key: a client
+# that lost it and sends the call again gets the same reply and writes nothing, whatever
+# happened to the jobs meanwhile (taken by a worker, discarded by a cancel).
 _ENQUEUE: Final = (
-    f"local CHUNK = {PUSH_CHUNK}\n"
+    f"local CHUNK = {PUSH_CHUNK}\nlocal CALL_TTL = {CALL_TTL}\n"
     + r"""
+local call_key = KEYS[#KEYS]
+local replied = redis.call('GET', call_key)
+if replied then
+  return replied
+end
 local nq = tonumber(ARGV[1])
 local registry = KEYS[1]
 local function refuse_unless(key, wanted)
@@ -133,8 +148,6 @@ for q = 1, nq do
           ids[#ids + 1] = ARGV[arg + 1]
           written = '1'
         end
-      elseif redis.pcall('GET', guard) == token then
-        written = '1'
       end
     end
     won[job] = written
@@ -147,7 +160,9 @@ for q = 1, nq do
     end
   end
 end
-return table.concat(won)
+local reply = table.concat(won)
+redis.call('SET', call_key, reply, 'EX', CALL_TTL)
+return reply
 """
 )
 
@@ -157,7 +172,7 @@ class NewJob(NamedTuple):
 
     ``guard`` is the key that claims it (set with the call's token for ``timeout`` plus the
     result's TTL, the longest the job can be in RQ's hands); ``timeout`` is RQ's job
-    timeout in seconds."""
+    timeout in seconds, at least 1."""
 
     job_id: str
     queue: str
@@ -172,8 +187,17 @@ class JobWriter:
     """Queues calls of ``function`` as RQ jobs, each at most once, one script call a batch."""
 
     def __init__(
-        self, client: redis.Redis, function: str, *, result_ttl: int, failure_ttl: int
+        self,
+        client: redis.Redis,
+        function: str,
+        *,
+        result_ttl: int,
+        failure_ttl: int,
+        calls_prefix: str = DEFAULT_CALLS_PREFIX,
     ) -> None:
+        if result_ttl < 0:
+            # RQ's "keep forever" (-1) would make a guard's TTL invalid mid-script.
+            raise ValueError(f"result_ttl must be at least 0, not {result_ttl}")
         # RQ's key names from RQ itself.
         from rq import Queue
         from rq.job import Job
@@ -184,6 +208,7 @@ class JobWriter:
         self._registry: str = Queue.redis_queues_keys
         self._result_ttl = result_ttl
         self._failure_ttl = failure_ttl
+        self._calls_prefix = calls_prefix
         # RQ's JSONSerializer writes json.dumps([function, None, args, {}]); only the args
         # vary, so the rest is text made once (tests compare the bytes with RQ's).
         self._data_head = f"[{json.dumps(function)}, null, "
@@ -195,10 +220,13 @@ class JobWriter:
         """Queue ``jobs`` enqueued at ``now`` (UTC); per job, in order, whether this call
         wrote it (False: its guard was taken or its job exists). Pushed in the order given
         per queue; a job id given twice is written once. ``token`` (default: a fresh one)
-        marks this call's guards: a call sent again with the same token reports the jobs
-        the first one wrote as its own."""
+        names the call: sent again with the same token, it gets the first reply and
+        writes nothing (for ``CALL_TTL`` seconds)."""
         if not jobs:
             return []
+        if any(job.timeout < 1 for job in jobs):
+            raise ValueError("a job's timeout must be at least 1 s")
+        token = token or secrets.token_hex(16)
         by_queue: dict[str, list[int]] = {}
         for index, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(index)
@@ -210,7 +238,7 @@ class JobWriter:
             now.strftime(_TIMESTAMP),
             self._result_ttl,
             self._failure_ttl,
-            token or secrets.token_hex(16),
+            token,
         ]
         head, tail, job_key = self._data_head, self._data_tail, self._job_key
         order: list[int] = []
@@ -227,6 +255,7 @@ class JobWriter:
                     json.dumps(dict(job.meta)),
                     job.timeout,
                 )
+        keys.append(self._calls_prefix + token)
         reply = as_text(self._script(keys=keys, args=args))
         written = [False] * len(jobs)
         for index, flag in zip(order, reply, strict=True):

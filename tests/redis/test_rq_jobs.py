@@ -19,7 +19,16 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from infra.redis.connection import as_text
-from infra.redis.rq_jobs import PUSH_CHUNK, ZLIB_LEVEL, JobWriter, NewJob
+from infra.redis.rq_jobs import (
+    CALL_TTL,
+    PUSH_CHUNK,
+    ZLIB_LEVEL,
+    JobWriter,
+    NewJob,
+)
+from infra.redis.rq_jobs import (
+    DEFAULT_CALLS_PREFIX as CALLS,
+)
 
 NOW = datetime(2026, 12, 1, 18, 30, 5, 123456, tzinfo=UTC)
 _STAMPS = ("created_at", "enqueued_at")
@@ -191,6 +200,41 @@ def test_a_call_sent_again_with_its_token_reports_its_jobs_and_writes_nothing_tw
     assert listed(any_client, "reaper-linux") == ["r1"]
     assert listed(any_client, "reaper-macos") == ["r2"]
     assert writer.enqueue(jobs, NOW, token="call-2") == [False, False]  # anyone else: taken
+
+
+def test_a_call_sent_again_after_its_jobs_were_taken_or_discarded_writes_nothing(
+    any_client: redis.Redis,
+) -> None:
+    """The retry of a lost reply can come after a worker took a job, or a cancel pulled it
+    (both delete the job and its guard): the task must not be queued again."""
+    writer = writer_on(any_client)
+    jobs = [new_job("taken"), new_job("pulled")]
+    assert writer.enqueue(jobs, NOW, token="call-1") == [True, True]
+    for name in ("taken", "pulled"):  # as consume() and discard() leave them
+        any_client.lrem("rq:queue:reaper-linux", 1, name)
+        any_client.delete(f"rq:job:{name}", f"test:guard:{name}")
+
+    assert writer.enqueue(jobs, NOW, token="call-1") == [True, True]  # the first reply
+    assert listed(any_client, "reaper-linux") == []
+    assert not any_client.exists("rq:job:taken", "rq:job:pulled")
+    assert 0 < any_client.ttl(f"{CALLS}call-1") <= CALL_TTL
+
+
+def test_a_call_sent_again_reports_its_duplicates_as_duplicates(any_client: redis.Redis) -> None:
+    any_client.hset("rq:job:kept", mapping={"status": "failed"})  # kept for failure_ttl
+    writer = writer_on(any_client)
+    assert writer.enqueue([new_job("kept")], NOW, token="call-1") == [False]
+    assert writer.enqueue([new_job("kept")], NOW, token="call-1") == [False]
+
+
+def test_ttls_that_would_fail_the_script_midway_are_refused_before_it_runs(
+    any_client: redis.Redis,
+) -> None:
+    with pytest.raises(ValueError, match="result_ttl"):
+        JobWriter(any_client, FUNCTION, result_ttl=-1, failure_ttl=FAILURE_TTL)
+    with pytest.raises(ValueError, match="timeout"):
+        writer_on(any_client).enqueue([new_job("a"), new_job("b")._replace(timeout=0)], NOW)
+    assert any_client.keys("*") == []
 
 
 def test_pushes_longer_than_one_unpack_are_split_and_keep_their_order(
