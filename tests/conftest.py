@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 import structlog
 
+from infra.memory import InMemoryMissionStore
 from infra.redis.connection import connect
 from tests.redis_server import RedisServer, require_redis_server
 
@@ -51,3 +52,14 @@ def _structlog_config_is_per_test() -> Iterator[None]:
         yield
     finally:
         structlog.configure(**saved)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _in_memory_saves_are_verified() -> Iterator[None]:
+    """Every in-memory save is read back and compared with the state saved: a change the
+    stores' deltas cannot see (a value mutated in place) fails the test that made it."""
+    InMemoryMissionStore.verify_saves = True
+    try:
+        yield
+    finally:
+        InMemoryMissionStore.verify_saves = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from infra.state_parts import PartTracker, StateDelta, assemble, head_json, new_revision
 from reaper_engine.errors import ConcurrentUpdateError
@@ -45,6 +46,11 @@ class _Stored:
 
 
 class InMemoryMissionStore(MissionStore):
+    # The test suite turns this on (tests/conftest.py): every save is read back whole and
+    # compared with the state saved, so a change that no assignment recorded (a value
+    # mutated in place, which a delta does not see) fails the test that made it.
+    verify_saves: ClassVar[bool] = False
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._missions: dict[str, _Stored] = {}  # insertion order is creation order
@@ -92,6 +98,8 @@ class InMemoryMissionStore(MissionStore):
                     f"mission '{state.mission_id}' is not the copy this store saw: reload it"
                 )
             stored.write(delta, saved.version, revision)
+            if self.verify_saves:
+                _verify(stored, saved)
         self._parts.saved(saved, revision)
         return saved
 
@@ -103,3 +111,14 @@ class InMemoryMissionStore(MissionStore):
     def list_ids(self) -> list[str]:
         with self._lock:
             return list(self._missions)
+
+
+def _verify(stored: _Stored, saved: MissionState) -> None:
+    reread = assemble(
+        stored.head, stored.hosts, stored.pending, stored.done, host_order=stored.host_order
+    )
+    if reread != saved:
+        raise AssertionError(
+            f"mission '{saved.mission_id}' version {saved.version}: what the store holds "
+            "differs from the state saved (a value changed in place, not assigned?)"
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from infra.memory import InMemoryMissionStore
 from infra.state_parts import PartTracker, assemble, head_json, new_revision
 from reaper_engine.errors import MessageDecodeError
 from reaper_engine.models import MissionState, MissionStatus, PendingTask
@@ -141,3 +142,13 @@ def test_assemble_rebuilds_the_state_from_its_parts():
 def test_a_broken_head_is_a_decode_error(head):
     with pytest.raises(MessageDecodeError, match="not a valid MissionState"):
         assemble(head, {}, {}, {})
+
+
+def test_the_suite_catches_a_host_value_changed_in_place_and_saved():
+    # The check the suite runs on every in-memory save (tests/conftest.py), shown to
+    # work: stores write only what an assignment changed.
+    store = InMemoryMissionStore()
+    state = store.create(make_state(mission_id="m1"))
+    state.hosts["h1"].facts["hostname"] = "changed in place"
+    with pytest.raises(AssertionError, match="changed in place, not assigned"):
+        store.save(state)
