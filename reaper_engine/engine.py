@@ -14,8 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -23,11 +23,25 @@ import structlog
 from pydantic import ValidationError
 
 from reaper_engine.clock import Clock, SystemClock
+from reaper_engine.effects import Effects
 from reaper_engine.errors import ConcurrentUpdateError
+from reaper_engine.mission_records import (
+    CANCELLED_ERROR,
+    LOCKED_ERROR,
+    TIMEOUT_ERROR,
+    WITHDRAWN,
+    budget_used,
+    complete_task,
+    is_late_reap,
+    last_record,
+    never_tasked,
+    protected_count,
+    scanned,
+    timeout_result,
+)
 from reaper_engine.models import (
     Action,
     DiscoverData,
-    Finding,
     HostOutcome,
     HostState,
     HostStatus,
@@ -51,19 +65,11 @@ from reaper_engine.ports import Delivery, EventBus, MissionStore, TaskQueue
 
 log = structlog.get_logger(__name__)
 
-TIMEOUT_ERROR = "TASK_TIMEOUT"
 BAD_DATA_ERROR = "BAD_RESULT_DATA"
-CANCELLED_ERROR = "CANCELLED"
-LOCKED_ERROR = "HOST_LOCKED"
 NOTHING_PLANNED = "nothing planned"
 # The outcome detail of a host that has had no task yet, while every proposal for it is refused.
 _NOT_ADMITTED = "no task admitted: "
-# A task ended by the engine rather than by its result. It may still be running somewhere:
-# its queue entry is discarded (again on resume), and its real result, if a reap's, is folded
-# in late so that no kill goes unrecorded.
-WITHDRAWN = frozenset({TIMEOUT_ERROR, CANCELLED_ERROR, LOCKED_ERROR})
 _SAVE_RETRIES = 8
-_NO_TASKS: frozenset[str] = frozenset()
 # Task ids per tasks_dispatched log line. Host ids are at most 63 characters, so a task id
 # is under 90: a line stays under 9 KiB, below the 16 KiB at which Docker splits log lines.
 _DISPATCHED_PER_LINE = 100
@@ -91,55 +97,6 @@ class EngineNotice:
 
 
 Listener = Callable[[EngineNotice], None]
-
-
-@dataclass
-class _Effects:
-    """What one change of the state leads to once saved, plus that change's bookkeeping."""
-
-    # Whether anyone reads notices, and the least severe level the engine's logger writes:
-    # the notices and log lines of every result are built only if they will be used.
-    notify: bool = True
-    min_level: int = logging.NOTSET
-    publish: list[Task] = field(default_factory=list)
-    discard: list[str] = field(default_factory=list)
-    notices: list[tuple[str, str | None, str]] = field(default_factory=list)
-    # Log lines about the change, written like notices once it is saved: a change retried
-    # after a save conflict, or never saved, must not log twice or describe what never was.
-    logs: list[tuple[int, str, dict[str, object]]] = field(default_factory=list)
-    planner_error: str | None = None  # the last planner call of this change raised this
-    # Pending task ids by host, built on first use and kept up to date by the change: "is
-    # this host still busy?" is then O(1), not a walk over every pending task per result.
-    _pending_by_host: dict[str, set[str]] | None = None
-
-    def note(self, kind: str, host_id: str | None, detail: str) -> None:
-        if self.notify:
-            self.notices.append((kind, host_id, detail))
-
-    def logs_at(self, level: int) -> bool:
-        return level >= self.min_level
-
-    def log(self, level: int, event: str, **fields: object) -> None:
-        if level >= self.min_level:
-            self.logs.append((level, event, fields))
-
-    def pending_of(self, state: MissionState, host_id: str) -> Collection[str]:
-        if self._pending_by_host is None:
-            self._pending_by_host = {}
-            for task_id, pending in state.pending_tasks.items():
-                self._pending_by_host.setdefault(pending.task.host_id, set()).add(task_id)
-        return self._pending_by_host.get(host_id, _NO_TASKS)
-
-    def has_pending(self, state: MissionState, host_id: str) -> bool:
-        return bool(self.pending_of(state, host_id))
-
-    def pending_added(self, task: Task) -> None:
-        if self._pending_by_host is not None:
-            self._pending_by_host.setdefault(task.host_id, set()).add(task.task_id)
-
-    def pending_removed(self, task: Task) -> None:
-        if self._pending_by_host is not None:
-            self._pending_by_host.get(task.host_id, set()).discard(task.task_id)
 
 
 class MissionEngine:
@@ -212,7 +169,7 @@ class MissionEngine:
         event); verdicts in the order given. Each event is idempotent as in process_result."""
         verdicts: list[ApplyResult] = []
 
-        def change(state: MissionState, fx: _Effects) -> bool:
+        def change(state: MissionState, fx: Effects) -> bool:
             verdicts.clear()  # a retry after a save conflict starts again from fresh state
             now = self.clock.now()
             changed = False
@@ -242,11 +199,11 @@ class MissionEngine:
         return verdicts
 
     def _apply_event(
-        self, state: MissionState, event: ResultEvent, fx: _Effects, now: datetime
+        self, state: MissionState, event: ResultEvent, fx: Effects, now: datetime
     ) -> ApplyResult:
         record = state.completed_tasks.get(event.task_id)
         if record is not None:
-            if _is_late_reap(record, event):
+            if is_late_reap(record, event):
                 self._fold_late(state, record, event, fx)
                 return ApplyResult.LATE
             return ApplyResult.DUPLICATE
@@ -266,7 +223,7 @@ class MissionEngine:
     def tick(self) -> MissionState | None:
         """Dispatch tasks whose backoff is over; turn overdue tasks into timeout results."""
 
-        def change(state: MissionState, fx: _Effects) -> bool:
+        def change(state: MissionState, fx: Effects) -> bool:
             if state.status.is_terminal:
                 return False
             now = self.clock.now()
@@ -276,7 +233,7 @@ class MissionEngine:
                     continue
                 if pending.task.is_expired(now):
                     fx.discard.append(task_id)  # never let a stale task run late
-                    self._apply(state, pending.task, _timeout_result(pending.task, now), fx, now)
+                    self._apply(state, pending.task, timeout_result(pending.task, now), fx, now)
                     changed = True
             changed |= self._dispatch_due(state, fx, now)
             if changed:
@@ -288,7 +245,7 @@ class MissionEngine:
     def cancel(self, reason: str = "cancelled by operator") -> MissionState | None:
         """Stop scheduling: queued tasks are withdrawn, late results are ignored."""
 
-        def change(state: MissionState, fx: _Effects) -> bool:
+        def change(state: MissionState, fx: Effects) -> bool:
             if state.status.is_terminal:
                 return False
             now = self.clock.now()
@@ -459,7 +416,7 @@ class MissionEngine:
 
     def _mutate(
         self,
-        change: Callable[[MissionState, _Effects], bool],
+        change: Callable[[MissionState, Effects], bool],
         *,
         reuse: bool = False,
         check: bool = False,
@@ -506,11 +463,11 @@ class MissionEngine:
                 f"mission '{self.mission_id}' kept changing under us ({_SAVE_RETRIES} tries)"
             )
 
-    def _effects(self) -> _Effects:
+    def _effects(self) -> Effects:
         # Asked per change, not once: a stdlib-backed logger's level may change later.
-        return _Effects(notify=self.listener is not None, min_level=_min_level(self._log))
+        return Effects(notify=self.listener is not None, min_level=_min_level(self._log))
 
-    def _carry_out(self, state: MissionState, fx: _Effects) -> None:
+    def _carry_out(self, state: MissionState, fx: Effects) -> None:
         for level, event, fields in fx.logs:
             self._log.log(level, event, **fields)
         if fx.discard:
@@ -547,11 +504,11 @@ class MissionEngine:
                 )
 
     def _apply(
-        self, state: MissionState, task: Task, event: ResultEvent, fx: _Effects, now: datetime
+        self, state: MissionState, task: Task, event: ResultEvent, fx: Effects, now: datetime
     ) -> None:
         host = state.hosts[task.host_id]
         event = self._apply_payload(host, task, event, state, fx)
-        _complete(state, task, event.status, event.error_code, event.summary, now, fx)
+        complete_task(state, task, event.status, event.error_code, event.summary, now, fx)
         host.remember_task(task.task_id)
         state.counters.results_applied += 1
         if fx.notify:
@@ -589,7 +546,7 @@ class MissionEngine:
             state.updated_at = now
 
     def _apply_payload(
-        self, host: HostState, task: Task, event: ResultEvent, state: MissionState, fx: _Effects
+        self, host: HostState, task: Task, event: ResultEvent, state: MissionState, fx: Effects
     ) -> ResultEvent:
         """Fold a result's data into the host; invalid data turns the result into an error."""
         if event.status is ResultStatus.ERROR:
@@ -608,7 +565,7 @@ class MissionEngine:
                     # twice (and a result costs the same whatever the mission's size); a
                     # validated assignment only where a count moves.
                     found = len(host.findings) - len(before)
-                    protected = _protected(host.findings) - _protected(before)
+                    protected = protected_count(host.findings) - protected_count(before)
                     if found:
                         state.counters.findings += found
                     if protected:
@@ -632,7 +589,7 @@ class MissionEngine:
         return event
 
     def _record_failure(
-        self, state: MissionState, host: HostState, event: ResultEvent, fx: _Effects
+        self, state: MissionState, host: HostState, event: ResultEvent, fx: Effects
     ) -> None:
         host.failure_count += 1
         host.last_status = HostStatus.DEGRADED
@@ -656,14 +613,14 @@ class MissionEngine:
         fx.log(logging.WARNING, "host_locked", host_id=host.host_id, reason=host.lock_reason)
 
     def _withdraw(
-        self, state: MissionState, task: Task, code: str, why: str, fx: _Effects, now: datetime
+        self, state: MissionState, task: Task, code: str, why: str, fx: Effects, now: datetime
     ) -> None:
         """End a task without its result: keep a record, pull it from the queue."""
-        _complete(state, task, ResultStatus.ERROR, code, why, now, fx)
+        complete_task(state, task, ResultStatus.ERROR, code, why, now, fx)
         fx.discard.append(task.task_id)
 
     def _fold_late(
-        self, state: MissionState, record: TaskRecord, event: ResultEvent, fx: _Effects
+        self, state: MissionState, record: TaskRecord, event: ResultEvent, fx: Effects
     ) -> None:
         """Record the kills of a reap the engine had already given up on. Plans nothing."""
         host = state.hosts[record.host_id]
@@ -689,7 +646,7 @@ class MissionEngine:
             elif kill.outcome in (KillOutcome.FAILED, KillOutcome.DENIED):
                 state.counters.kill_failures += 1
 
-    def _ask_planner(self, ask: Callable[[], list[PlannedTask]], fx: _Effects) -> list[PlannedTask]:
+    def _ask_planner(self, ask: Callable[[], list[PlannedTask]], fx: Effects) -> list[PlannedTask]:
         fx.planner_error = None
         try:
             return list(ask())
@@ -702,7 +659,7 @@ class MissionEngine:
         self,
         state: MissionState,
         planned: list[PlannedTask],
-        fx: _Effects,
+        fx: Effects,
         now: datetime,
         *,
         dispatch: bool = False,
@@ -729,7 +686,7 @@ class MissionEngine:
                     action=proposal.action.value,
                     reason=refusal,
                 )
-                if host is not None and _never_tasked(state, host, fx):
+                if host is not None and never_tasked(state, host, fx):
                     why = f"{proposal.action.value} refused ({refusal})"
                     host.outcome_detail = (
                         f"{host.outcome_detail}; {why}"
@@ -766,13 +723,13 @@ class MissionEngine:
         return None
 
     def _within_budget(
-        self, state: MissionState, host: HostState, params: dict[str, object], fx: _Effects
+        self, state: MissionState, host: HostState, params: dict[str, object], fx: Effects
     ) -> tuple[dict[str, object], str | None]:
         try:
             approved = ReapParams.model_validate(params).approved
         except ValidationError as err:
             return params, f"invalid reap params: {err.error_count()} error(s)"
-        remaining = state.options.kill_budget_per_host - _budget_used(state, host, fx)
+        remaining = state.options.kill_budget_per_host - budget_used(state, host, fx)
         if remaining <= 0:
             host.outcome_detail = "kill budget exhausted"
             return params, "kill budget exhausted"
@@ -817,7 +774,7 @@ class MissionEngine:
             target=host.spec,
         )
 
-    def _dispatch_due(self, state: MissionState, fx: _Effects, now: datetime) -> bool:
+    def _dispatch_due(self, state: MissionState, fx: Effects, now: datetime) -> bool:
         """Dispatch the pending tasks that are due."""
         due = [
             p.task
@@ -829,7 +786,7 @@ class MissionEngine:
             self._dispatched(state, task, fx)
         return bool(due)
 
-    def _dispatched(self, state: MissionState, task: Task, fx: _Effects) -> None:
+    def _dispatched(self, state: MissionState, task: Task, fx: Effects) -> None:
         """The bookkeeping of a task just marked dispatched: count it, publish it once saved."""
         state.counters.tasks_dispatched += 1
         fx.publish.append(task)
@@ -837,7 +794,7 @@ class MissionEngine:
             fx.note("dispatched", task.host_id, f"{task.action.value} (attempt {task.attempt})")
 
     def _settle(
-        self, state: MissionState, fx: _Effects, now: datetime, only: HostState | None = None
+        self, state: MissionState, fx: Effects, now: datetime, only: HostState | None = None
     ) -> None:
         """Record the outcome of hosts with nothing left to do (every host, or ``only``);
         complete the mission if nothing is left at all.
@@ -851,14 +808,14 @@ class MissionEngine:
         for host in state.hosts.values() if only is None or finishing else (only,):
             if host.outcome is not None or fx.has_pending(state, host.host_id):
                 continue
-            last = _last_record(state, host)
+            last = last_record(state, host)
             if last is None and not host.locked:
                 if not finishing:
                     continue  # no task yet: another host's result may still plan one
                 outcome, detail = HostOutcome.INCOMPLETE, NOTHING_PLANNED
             else:
                 outcome, detail = decide_outcome(
-                    state.kind, host, last, scanned=_scanned(state, host)
+                    state.kind, host, last, scanned=scanned(state, host)
                 )
             host.outcome = outcome
             if not host.outcome_detail:  # a reason recorded earlier wins
@@ -881,96 +838,6 @@ class MissionEngine:
             kills=state.counters.kills,
             findings=state.counters.findings,
         )
-
-
-def _complete(
-    state: MissionState,
-    task: Task,
-    status: ResultStatus,
-    error_code: str | None,
-    summary: str,
-    now: datetime,
-    fx: _Effects,
-) -> None:
-    """Move a task from pending to completed, keeping the record that makes replays no-ops."""
-    del state.pending_tasks[task.task_id]
-    fx.pending_removed(task)
-    state.completed_tasks[task.task_id] = TaskRecord(
-        task_id=task.task_id,
-        host_id=task.host_id,
-        action=task.action,
-        attempt=task.attempt,
-        status=status,
-        error_code=error_code,
-        summary=summary,
-        finished_at=now,
-    )
-
-
-def _budget_used(state: MissionState, host: HostState, fx: _Effects) -> int:
-    """Kills made or rehearsed, plus what pending reaps may still use."""
-    used = sum(1 for k in host.kills if k.outcome.uses_budget)
-    # The host's pending tasks only, not every pending task of the mission.
-    for task_id in fx.pending_of(state, host.host_id):
-        task = state.pending_tasks[task_id].task
-        if task.action is Action.REAP:
-            params = ReapParams.model_validate(task.params)
-            used += params.max_kills if params.max_kills is not None else len(params.approved)
-    return used
-
-
-def _is_late_reap(record: TaskRecord, event: ResultEvent) -> bool:
-    return (
-        record.error_code in WITHDRAWN
-        and not record.late_applied
-        and record.action is Action.REAP
-        and event.action is Action.REAP
-        and event.status is not ResultStatus.ERROR
-    )
-
-
-def _protected(findings: Sequence[Finding]) -> int:
-    return sum(1 for f in findings if not f.killable)
-
-
-def _scanned(state: MissionState, host: HostState) -> bool:
-    """Whether a scan of ``host`` succeeded: its recent tasks first, then the whole record."""
-
-    def ok(record: TaskRecord | None) -> bool:
-        return (
-            record is not None
-            and record.host_id == host.host_id
-            and record.action is Action.SCAN
-            and record.status is not ResultStatus.ERROR
-        )
-
-    if any(ok(state.completed_tasks.get(t)) for t in host.last_tasks):
-        return True
-    return any(ok(r) for r in state.completed_tasks.values())
-
-
-def _never_tasked(state: MissionState, host: HostState, fx: _Effects) -> bool:
-    """Whether ``host`` has had no task in this mission: none finished, none pending."""
-    return not host.last_tasks and not host.locked and not fx.has_pending(state, host.host_id)
-
-
-def _last_record(state: MissionState, host: HostState) -> TaskRecord | None:
-    for task_id in reversed(host.last_tasks):
-        record = state.completed_tasks.get(task_id)
-        if record is not None:
-            return record
-    return None
-
-
-def _timeout_result(task: Task, now: datetime) -> ResultEvent:
-    return ResultEvent.for_task(
-        task,
-        ResultStatus.ERROR,
-        error_code=TIMEOUT_ERROR,
-        retriable=True,
-        ts=now,
-        summary=f"no result before the deadline ({task.deadline.isoformat()})",
-    )
 
 
 def _random_suffix() -> str:

@@ -22,13 +22,13 @@ from infra.codec import encode
 from infra.memory import InMemoryEventBus, InMemoryMissionStore, InMemoryTaskQueue
 from overseer.mission_view import render_table
 from reaper_engine.clock import ManualClock
+from reaper_engine.effects import Effects as _FakeEffects
 from reaper_engine.engine import (
     BAD_DATA_ERROR,
     TIMEOUT_ERROR,
     ApplyResult,
     MissionEngine,
 )
-from reaper_engine.engine import _Effects as _FakeEffects
 from reaper_engine.errors import ConcurrentUpdateError
 from reaper_engine.models import (
     OS,
