@@ -137,11 +137,7 @@ class PartTracker:
         return StateDelta(
             head=head,
             base=known.revision,
-            hosts={
-                k: v.model_dump_json()
-                for k, v in state.hosts.items()
-                if not any(_same_host(c.hosts.get(k), v) for c in seen)
-            },
+            hosts=_changed_hosts(state.hosts, [c.hosts for c in seen]),
             pending=_replaced(state.pending_tasks, [c.pending for c in seen]),
             done=_replaced(state.completed_tasks, [c.done for c in seen]),
             # Every copy of one revision has the same keys: the stored ones.
@@ -182,8 +178,21 @@ class PartTracker:
             self._seen.pop(mission_id, None)
 
 
-def _same_host(seen: tuple[HostState, int] | None, host: HostState) -> bool:
-    return seen is not None and seen[0] is host and seen[1] == host.changes
+def _changed_hosts(
+    hosts: Mapping[str, HostState], seen: Sequence[Mapping[str, tuple[HostState, int]]]
+) -> dict[str, str]:
+    """Documents of the hosts that are not, unchanged, one of the objects seen. A plain
+    loop: it runs over every host of the mission for every save, however few changed."""
+    out: dict[str, str] = {}
+    for key, host in hosts.items():
+        count = host.changes
+        for copy in seen:
+            entry = copy.get(key)
+            if entry is not None and entry[0] is host and entry[1] == count:
+                break
+        else:
+            out[key] = host.model_dump_json()
+    return out
 
 
 def _replaced(
