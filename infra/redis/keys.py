@@ -91,23 +91,8 @@ class RedisKeys:
     # -- mission store ----------------------------------------------------------------------
 
     def mission(self, mission_id: str) -> str:
-        """Hash: ``version`` and ``head`` (the state without its hosts and tasks)."""
-        if ":" in mission_id:
-            # "m:hosts" would name mission m's hosts.
-            raise ValueError(f"mission id {mission_id!r} contains ':', which Redis keys use")
+        """Hash: the mission's version, revision and head, and a field per host and task."""
         return f"{self.prefix}:mission:{mission_id}"
-
-    def mission_hosts(self, mission_id: str) -> str:
-        """Hash of host id -> HostState JSON."""
-        return f"{self.mission(mission_id)}:hosts"
-
-    def mission_pending(self, mission_id: str) -> str:
-        """Hash of task id -> PendingTask JSON."""
-        return f"{self.mission(mission_id)}:pending"
-
-    def mission_done(self, mission_id: str) -> str:
-        """Hash of task id -> TaskRecord JSON (completed tasks)."""
-        return f"{self.mission(mission_id)}:done"
 
     def missions(self) -> str:
         """Sorted set of mission ids, scored by creation order."""

@@ -1,29 +1,29 @@
-"""MissionStore on Redis: a mission in parts, compare-and-set saves in one Lua round trip.
+"""MissionStore on Redis: one hash per mission, in parts; compare-and-set saves in one Lua call.
 
 Keys (``RedisKeys``):
 
-* ``<prefix>:mission:<id>``          hash ``version`` (int), ``head`` (the MissionState
-                                     JSON without its hosts and tasks) and ``hosts`` (the
-                                     host ids in order: a hash keeps none);
-* ``<prefix>:mission:<id>:hosts``    hash host id -> HostState JSON;
-* ``<prefix>:mission:<id>:pending``  hash task id -> PendingTask JSON;
-* ``<prefix>:mission:<id>:done``     hash task id -> TaskRecord JSON;
+* ``<prefix>:mission:<id>``          hash: ``version`` (int), ``rev`` (a random revision per
+                                     save), ``head`` (the MissionState JSON without its hosts
+                                     and tasks), ``hosts`` (the host ids in order: a hash keeps
+                                     none), then one field per part: ``h:<host id>`` (HostState
+                                     JSON), ``p:<task id>`` (PendingTask), ``d:<task id>``
+                                     (TaskRecord of a completed task);
 * ``<prefix>:missions``              sorted set of ids scored by creation order (``list_ids``);
 * ``<prefix>:missions:seq``          the counter behind those scores;
 * ``<prefix>:mission-summaries``     hash id -> MissionSummary JSON, for ``summaries()``.
 
-A save writes the head and only the hosts and tasks that changed since this store instance
-last wrote or read the mission (infra/state_parts.py): a batch of results in a 1000-host
-mission rewrites a few hundred kilobytes, not the whole multi-megabyte state. A load reads
-the four hashes in one MULTI/EXEC, so it never sees half a save.
+A save writes the head and only the parts that changed since this store instance last saved
+the mission (infra/state_parts.py): a batch of results in a 1000-host mission rewrites what
+the batch touched, not the whole multi-megabyte state. One key per mission: a load is one
+HGETALL, never half a save, and nothing (an eviction, a rename) can split a mission.
 
 The version lives beside the head so the scripts compare it without parsing JSON. Each
 script writes the mission and its summary together, so dashboards never see a summary of a
 state that was not saved. The index is scored by a counter, not by ``created_at``: missions
 created in the same instant (a ManualClock, a fast loop) keep their creation order.
 
-Missions saved by Reaper 0.x before this layout (one ``doc`` field holding the whole state)
-still load; their next save rewrites them in parts.
+Missions saved before parts (one ``doc`` field holding the whole state) still load; their
+next save rewrites them in parts.
 
 A summary that does not decode (a corrupt entry, or one a newer Reaper wrote) never hides
 the others: ``summaries()`` leaves it out and logs it, ``summary_rows()`` reports it as an
@@ -53,68 +53,48 @@ log = structlog.get_logger(__name__)
 
 # Both scripts take ARGV: mission id, new version, head, summary, expected version (save
 # only), the new revision, then the StateDelta: the revision it is a delta of ('' when it
-# is written in full), the host ids in order (a JSON list, written only in full), five
-# counts (host, pending and record documents; pending and record ids to delete), the
-# id/document pairs and the ids.
+# is written in full), the host ids in order (a JSON list, written only in full), the number
+# of field/document pairs to write and of fields to delete, the pairs, the fields.
 _WRITE_PARTS = """
-local function refuse_foreign_keys()
-  -- A script's writes are not undone when it fails: whatever could fail is checked first.
-  for i = 1, 4 do
-    local kind = redis.call('TYPE', KEYS[i])['ok']
-    if kind ~= 'none' and kind ~= 'hash' then
-      return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. kind .. ', not a hash')
-    end
-  end
-end
 local function write_parts()
   if ARGV[7] == '' then
-    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+    redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[1], 'hosts', ARGV[8])
   end
-  local at = 14
-  local function each(n, width, call)
+  local at = 11
+  local function each(n, width, command)
     local step = 500 * width  -- unpack() is bounded by Lua's C stack
     local last = at + n * width - 1
     while at <= last do
       local upto = math.min(at + step - 1, last)
-      call(at, upto)
+      redis.call(command, KEYS[1], unpack(ARGV, at, upto))
       at = upto + 1
     end
   end
-  local puts = {KEYS[2], KEYS[3], KEYS[4]}
-  for i = 1, 3 do
-    each(tonumber(ARGV[8 + i]), 2, function(from, upto)
-      redis.call('HSET', puts[i], unpack(ARGV, from, upto))
-    end)
-  end
-  for i = 2, 3 do
-    each(tonumber(ARGV[10 + i]), 1, function(from, upto)
-      redis.call('HDEL', puts[i], unpack(ARGV, from, upto))
-    end)
-  end
+  each(tonumber(ARGV[9]), 2, 'HSET')
+  each(tonumber(ARGV[10]), 1, 'HDEL')
   redis.call('HSET', KEYS[1], 'version', ARGV[2], 'head', ARGV[3], 'rev', ARGV[6])
 end
 """
 
-# KEYS: mission, hosts, pending, done, index, seq, summaries.
+# KEYS: mission, index, seq, summaries.
 _CREATE = (
     _WRITE_PARTS
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-local refused = refuse_foreign_keys()
-if refused then return refused end
 write_parts()
-redis.call('ZADD', KEYS[5], redis.call('INCR', KEYS[6]), ARGV[1])
-redis.call('HSET', KEYS[7], ARGV[1], ARGV[4])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
 return 1
 """
 )
 
-# KEYS: mission, hosts, pending, done, summaries. Returns {0, new} when saved, {1, 0} when
-# the mission does not exist, {2, current} on a version mismatch and {3, current} when a
-# delta's revision is not the stored one (the same version, other parts: a lost write).
+# KEYS: mission, summaries. Returns {0, new} when saved, {1, 0} when the mission does not
+# exist, {2, current} on a version mismatch and {3, current} when a delta's revision is not
+# the stored one (the same version, other parts: a lost write). A key of another type fails
+# the first HGET, before anything is written.
 _SAVE = (
     _WRITE_PARTS
     + """
@@ -128,14 +108,14 @@ end
 if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'rev') ~= ARGV[7] then
   return {3, tonumber(current)}
 end
-local refused = refuse_foreign_keys()
-if refused then return refused end
 write_parts()
-redis.call('HDEL', KEYS[1], 'doc')  -- the layout before parts
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
 return {0, tonumber(ARGV[2])}
 """
 )
+
+# Field name prefixes of the parts, by StateDelta map.
+_HOST, _PENDING, _DONE = "h:", "p:", "d:"
 
 _SAVED, _MISSING, _CONFLICT, _OTHER_REVISION = 0, 1, 2, 3
 
@@ -157,14 +137,6 @@ class RedisMissionStore(MissionStore):
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
 
-    def _part_keys(self, mission_id: str) -> list[str]:
-        return [
-            self._keys.mission(mission_id),
-            self._keys.mission_hosts(mission_id),
-            self._keys.mission_pending(mission_id),
-            self._keys.mission_done(mission_id),
-        ]
-
     def create(self, state: MissionState) -> MissionState:
         saved = state.model_copy(update={"version": 1})
         mission_id = state.mission_id
@@ -172,7 +144,7 @@ class RedisMissionStore(MissionStore):
         delta = self._parts.delta(saved, head_json(saved), full=True)
         created = self._create(
             keys=[
-                *self._part_keys(mission_id),
+                self._keys.mission(mission_id),
                 self._keys.missions(),
                 self._keys.mission_seq(),
                 self._keys.summaries(),
@@ -193,23 +165,28 @@ class RedisMissionStore(MissionStore):
         return saved
 
     def load(self, mission_id: str) -> MissionState | None:
-        pipe = self._client.pipeline(transaction=True)
-        for key in self._part_keys(mission_id):
-            pipe.hgetall(key)
-        head, hosts, pending, done = pipe.execute()
-        if b"head" in head:
+        fields: dict[bytes, bytes] = self._client.hgetall(self._keys.mission(mission_id))  # type: ignore[assignment]
+        if b"head" in fields:
+            hosts: dict[str, bytes] = {}
+            pending: dict[str, bytes] = {}
+            done: dict[str, bytes] = {}
+            by_prefix = {_HOST.encode(): hosts, _PENDING.encode(): pending, _DONE.encode(): done}
+            for name, value in fields.items():
+                part = by_prefix.get(name[:2])
+                if part is not None:
+                    part[name[2:].decode()] = value
             state = assemble(
-                head[b"head"],
-                {as_text(k): v for k, v in hosts.items()},
-                {as_text(k): v for k, v in pending.items()},
-                {as_text(k): v for k, v in done.items()},
-                host_order=_host_order(head.get(b"hosts")),
+                fields[b"head"],
+                hosts,
+                pending,
+                done,
+                host_order=_host_order(fields.get(b"hosts")),
             )
-            self._parts.loaded(state, as_text(head.get(b"rev", b"")))
+            self._parts.loaded(state, as_text(fields.get(b"rev", b"")))
             return state
-        if b"doc" in head:
+        if b"doc" in fields:
             self._parts.forget(mission_id)  # its next save rewrites it in parts
-            return decode(MissionState, head[b"doc"])
+            return decode(MissionState, fields[b"doc"])
         return None
 
     def version(self, mission_id: str) -> int | None:
@@ -222,7 +199,7 @@ class RedisMissionStore(MissionStore):
         revision = new_revision()
         delta = self._parts.delta(state, head_json(saved))
         code, version = self._save(
-            keys=[*self._part_keys(mission_id), self._keys.summaries()],
+            keys=[self._keys.mission(mission_id), self._keys.summaries()],
             args=[
                 mission_id,
                 saved.version,
@@ -279,21 +256,19 @@ class RedisMissionStore(MissionStore):
 
 def _args(delta: StateDelta) -> list[str | int]:
     """The scripts' arguments for ``delta``, from ARGV[7] on."""
-    out: list[str | int] = [
+    pairs: list[str | int] = []
+    for prefix, docs in ((_HOST, delta.hosts), (_PENDING, delta.pending), (_DONE, delta.done)):
+        for key, doc in docs.items():
+            pairs += (prefix + key, doc)
+    gone = [_PENDING + k for k in delta.pending_gone] + [_DONE + k for k in delta.done_gone]
+    return [
         delta.base or "",
         json.dumps(delta.host_order) if delta.full else "",
-        len(delta.hosts),
-        len(delta.pending),
-        len(delta.done),
-        len(delta.pending_gone),
-        len(delta.done_gone),
+        len(pairs) // 2,
+        len(gone),
+        *pairs,
+        *gone,
     ]
-    for parts in (delta.hosts, delta.pending, delta.done):
-        for key, doc in parts.items():
-            out += (key, doc)
-    out += delta.pending_gone
-    out += delta.done_gone
-    return out
 
 
 def _host_order(raw: bytes | None) -> list[str]:
