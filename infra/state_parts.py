@@ -167,9 +167,10 @@ class PartTracker:
                 return
             copy = _Copy.of(state, revision)
             if copy.same_as(current[0]):
-                # Keep the copy saved last: it is the one most likely saved next.
+                # Keep the copy saved last (the one most likely saved next) and the newest
+                # loaded ones beside it.
                 loaded = [*current[1:], copy]
-                current[1:] = loaded[len(loaded) - self._copies + 1 :]
+                current[1:] = loaded[max(0, len(loaded) - (self._copies - 1)) :]
             else:
                 self._seen[state.mission_id] = [copy]  # what is stored now, whatever we knew
 
@@ -222,8 +223,7 @@ def assemble(
     Stores need not keep the order of a map's entries (a Redis hash does not), so it is
     restored here, the same for every store: hosts in ``host_order`` (the inventory's), then
     any others by id; pending tasks by creation, records by completion, ties by task id."""
-    text = head.decode() if isinstance(head, bytes) else head
-    inner = text.strip()
+    inner = _text(head).strip()
     if not (inner.startswith("{") and inner.endswith("}")):
         inner = "{}"  # not an object: let decode say what is missing
     body = inner[1:-1].strip()

@@ -119,7 +119,7 @@ class RqTaskQueue(TaskQueue):
             JOB_FUNCTION,
             result_ttl=result_ttl,
             failure_ttl=failure_ttl,
-            calls_prefix=self._keys.publish_call(""),
+            call_key=self._keys.publish_call,
         )
         self._slice = blocking_slice(client)
         # interrupt() bookkeeping: see the module docstring

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import secrets
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -193,7 +193,7 @@ class JobWriter:
         *,
         result_ttl: int,
         failure_ttl: int,
-        calls_prefix: str = DEFAULT_CALLS_PREFIX,
+        call_key: Callable[[str], str] = DEFAULT_CALLS_PREFIX.__add__,
     ) -> None:
         if result_ttl < 0:
             # RQ's "keep forever" (-1) would make a guard's TTL invalid mid-script.
@@ -208,7 +208,7 @@ class JobWriter:
         self._registry: str = Queue.redis_queues_keys
         self._result_ttl = result_ttl
         self._failure_ttl = failure_ttl
-        self._calls_prefix = calls_prefix
+        self._call_key = call_key  # token -> the key keeping that call's reply
         # RQ's JSONSerializer writes json.dumps([function, None, args, {}]); only the args
         # vary, so the rest is text made once (tests compare the bytes with RQ's).
         self._data_head = f"[{json.dumps(function)}, null, "
@@ -255,7 +255,7 @@ class JobWriter:
                     json.dumps(dict(job.meta)),
                     job.timeout,
                 )
-        keys.append(self._calls_prefix + token)
+        keys.append(self._call_key(token))
         reply = as_text(self._script(keys=keys, args=args))
         written = [False] * len(jobs)
         for index, flag in zip(order, reply, strict=True):
