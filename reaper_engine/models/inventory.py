@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reaper_engine.models.enums import OS, AgentType, TransportKind
+from reaper_engine.models.frozen import FrozenDict, FrozenJSON
 from reaper_engine.tomldoc import load_model
 
 _HOST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -27,7 +27,7 @@ class HostSpec(BaseModel):
     max_failures: int = Field(default=3, ge=1, le=100)
     dry_run: bool = False  # always rehearse on this host, whatever the mission says
     tags: tuple[str, ...] = ()
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: FrozenJSON = Field(default_factory=FrozenDict)
 
     @field_validator("host_id")
     @classmethod

@@ -19,6 +19,7 @@ from reaper_engine.models.enums import (
     ResultStatus,
     TransportKind,
 )
+from reaper_engine.models.frozen import FrozenDict, FrozenJSON
 from reaper_engine.models.inventory import HostSpec
 from reaper_engine.models.process import Finding, KillRecord, ProcessIdentity
 from reaper_engine.models.task import Task
@@ -88,9 +89,10 @@ class HostState(BaseModel):
     """One host's part of a mission.
 
     Stores save a mission's hosts one by one and write only those that changed, which they
-    learn from ``changes``: every assignment to a field counts. So change a host by
-    assigning its fields (the sequences are tuples for that reason), never by mutating a
-    value in place: ``host.facts = {**host.facts, "k": v}``, not ``host.facts["k"] = v``.
+    learn from ``changes``: every assignment to a field counts. So a host changes only by
+    assigning its fields: the sequences are tuples and ``facts`` is read-only
+    (models/frozen.py), so ``host.facts["k"] = v`` raises; write
+    ``host.facts = {**host.facts, "k": v}``.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -104,7 +106,7 @@ class HostState(BaseModel):
     max_failures: int = 3
     locked: bool = False
     lock_reason: str | None = None
-    facts: dict[str, Any] = Field(default_factory=dict)
+    facts: FrozenJSON = Field(default_factory=FrozenDict)
     findings: tuple[Finding, ...] = ()
     kills: tuple[KillRecord, ...] = ()
     survivors: tuple[ProcessIdentity, ...] = ()  # reaped yet still alive

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.clock import utcnow
 from reaper_engine.models.enums import Action, AgentType, ResultStatus
+from reaper_engine.models.frozen import FrozenDict, FrozenJSON
 from reaper_engine.models.inventory import HostSpec
 
 TAIL_CHARS = 4000
@@ -27,7 +28,7 @@ class Task(BaseModel):
     host_id: str
     agent_type: AgentType
     action: Action
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: FrozenJSON = Field(default_factory=FrozenDict)
     attempt: int = Field(default=1, ge=1)
     created_at: AwareDatetime = Field(default_factory=utcnow)
     not_before: AwareDatetime | None = None  # backoff: do not dispatch before this

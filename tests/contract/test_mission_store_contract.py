@@ -165,7 +165,7 @@ def test_load_returns_an_independent_copy(mission_store):
 
     loaded.counters.results_applied = 42
     loaded.status = MissionStatus.FAILED
-    loaded.hosts["h1"].facts["hostname"] = "mutated"
+    loaded.hosts["h1"].facts = {"hostname": "mutated"}
     loaded.hosts["h1"].remember_task("t1")
 
     fresh = mission_store.load("m1")
@@ -180,14 +180,14 @@ def test_load_returns_an_independent_copy(mission_store):
 def test_returned_copies_from_create_and_save_are_independent(mission_store):
     original = make_state(mission_id="m1")
     created = mission_store.create(original)
-    created.hosts["h1"].facts["x"] = 1
-    original.hosts["h1"].facts["y"] = 2
+    created.hosts["h1"].facts = {"x": 1}
+    original.hosts["h1"].facts = {"y": 2}
     loaded = mission_store.load("m1")
     assert loaded is not None
     assert loaded.hosts["h1"].facts == {}
 
     saved = mission_store.save(loaded)
-    saved.hosts["h1"].facts["z"] = 3
+    saved.hosts["h1"].facts = {"z": 3}
     reloaded = mission_store.load("m1")
     assert reloaded is not None
     assert reloaded.hosts["h1"].facts == {}
