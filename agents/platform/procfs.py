@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -54,7 +54,11 @@ _READ_CHUNK: Final = 4096
 EUID_SETTLED_SECONDS: Final = 2.0
 """A process this old has finished changing its uid, as far as `ProcfsReader.read` assumes."""
 
+EUID_MEMORY_SECONDS: Final = 300.0
+"""How long `ProcfsReader.read` trusts a remembered euid before reading ``status`` again."""
+
 _EuidKey = tuple[int, int]  # (pid, start time in clock ticks since boot)
+_Euid = tuple[int, float]  # (euid, when read from status)
 _DELETED: Final = " (deleted)"
 
 
@@ -151,21 +155,29 @@ def parse_status_euid(data: bytes) -> int:
 
 
 class UserNames:
-    """uid → user name, cached: a scan sees a handful of uids across thousands of processes."""
+    """uid → user name, cached: a scan sees a handful of uids across thousands of processes.
 
-    def __init__(self) -> None:
-        self._names: dict[int, str] = {}
+    An entry is trusted for ``ttl`` seconds only: a daemon scans for weeks, and a user
+    deleted meanwhile may see its uid given to someone else (the name protections and
+    rules match on would then be the old owner's)."""
+
+    def __init__(self, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._names: dict[int, tuple[str, float]] = {}
 
     def __call__(self, uid: int) -> str:
-        name = self._names.get(uid)
-        if name is None:
-            import pwd  # noqa: PLC0415 - POSIX only; this module must import on Windows
+        cached = self._names.get(uid)
+        now = self._clock()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        import pwd  # noqa: PLC0415 - POSIX only; this module must import on Windows
 
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:  # a uid without a passwd entry (containers, deleted users)
-                name = str(uid)
-            self._names[uid] = name
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:  # a uid without a passwd entry (containers, deleted users)
+            name = str(uid)
+        self._names[uid] = (name, now + self._ttl)
         return name
 
 
@@ -210,8 +222,10 @@ class ProcfsReader:
     What ``status`` said is remembered for the next `read` by (pid, start time), for
     processes at least `EUID_SETTLED_SECONDS` old when read: programs change their uid while
     starting (sshd, su, login drop privileges right after the fork), not hours later, so a
-    daemon's steady-state scans read ``status`` only for new processes. `get`, which the
-    terminator uses to re-check a process just before each signal, never uses the memory.
+    daemon's steady-state scans read ``status`` only for new processes, and for the others
+    once every `EUID_MEMORY_SECONDS`, which bounds how stale a reported uid can be. `get`,
+    which the terminator uses to re-check a process just before each signal, never uses the
+    memory.
     """
 
     def __init__(self, root: Path = Path("/proc"), *, exact_uid: bool = True) -> None:
@@ -222,7 +236,7 @@ class ProcfsReader:
         self._page_size = 4096
         self._user_name = UserNames()
         # Replaced whole by each read (never mutated), so concurrent reads need no lock.
-        self._euids: dict[_EuidKey, int] = {}
+        self._euids: dict[_EuidKey, _Euid] = {}
 
     # -- public ------------------------------------------------------------------------------
 
@@ -232,14 +246,13 @@ class ProcfsReader:
         processes: list[ProcessInfo] = []
         skipped: dict[str, int] = {}
         known = self._euids
-        learned: dict[_EuidKey, int] = {}
-        settled_before = taken_at - EUID_SETTLED_SECONDS
+        learned: dict[_EuidKey, _Euid] = {}
         for entry in os.listdir(self._root):
             if not (entry.isascii() and entry.isdigit()):
                 continue
             reason: str
             try:
-                processes.append(self._read_pid(entry, known, learned, settled_before))
+                processes.append(self._read_pid(entry, known, learned, taken_at))
                 continue
             except (FileNotFoundError, ProcessLookupError):
                 reason = VANISHED
@@ -279,12 +292,12 @@ class ProcfsReader:
     def _read_pid(
         self,
         entry: str,
-        known: Mapping[_EuidKey, int] = MappingProxyType({}),
-        learned: dict[_EuidKey, int] | None = None,
-        settled_before: float = 0.0,
+        known: Mapping[_EuidKey, _Euid] = MappingProxyType({}),
+        learned: dict[_EuidKey, _Euid] | None = None,
+        taken_at: float = 0.0,
     ) -> ProcessInfo:
         """One process. ``known`` is the euid memory to use, ``learned`` (if given) collects
-        it for the next read (see the class docstring)."""
+        it for the next read made at ``taken_at`` (see the class docstring)."""
         dir_fd = os.open(f"{self._root}/{entry}", os.O_RDONLY | os.O_DIRECTORY)
         try:
             owner = os.fstat(dir_fd).st_uid
@@ -301,15 +314,14 @@ class ProcfsReader:
             if owner == 0 and self._exact_uid and not no_mm:
                 key = (pid, starttime)
                 remembered = known.get(key)
-                uid = (
-                    remembered
-                    if remembered is not None
-                    else parse_status_euid(_read_all("status", dir_fd))
-                )
-                if learned is not None and (
-                    remembered is not None or create_time <= settled_before
-                ):
-                    learned[key] = uid
+                if remembered is not None and remembered[1] > taken_at - EUID_MEMORY_SECONDS:
+                    uid = remembered[0]
+                    if learned is not None:
+                        learned[key] = remembered
+                else:
+                    uid = parse_status_euid(_read_all("status", dir_fd))
+                    if learned is not None and create_time <= taken_at - EUID_SETTLED_SECONDS:
+                        learned[key] = (uid, taken_at)
             cmdline: tuple[str, ...] = ()
             exe: str | None = None
             if not no_mm:

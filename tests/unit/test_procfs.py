@@ -6,13 +6,14 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.platform import ProcfsReader, ProcParseError, StatFields, parse_stat, procfs
-from agents.platform.procfs import PF_KTHREAD, parse_status_euid
+from agents.platform.procfs import PF_KTHREAD, UserNames, parse_status_euid
 from reaper_engine.models import ProcessState
 
 FIXTURES = Path("/work/shared/fixtures/real")
@@ -370,6 +371,32 @@ def test_status_is_remembered_for_settled_processes_and_never_by_get(fake_proc):
     assert uids()[500] == 2000
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root-owned fake /proc dirs (run as root)")
+def test_a_remembered_euid_is_read_again_once_it_is_old(fake_proc, monkeypatch):
+    status = "Name:\tx\nUid:\t{0}\t{0}\t{0}\t{0}\n"
+    pid_dir = make_pid(
+        fake_proc,
+        500,
+        stat_line(500, "old", starttime=100 * HZ),
+        b"old\0",
+        status=status.format(1000),
+    )
+    reader = ProcfsReader(fake_proc)
+
+    def uid() -> int | None:
+        return next(p.uid for p in reader.read().processes if p.pid == 500)
+
+    start = time.time()
+    clock = [start]
+    monkeypatch.setattr(procfs.time, "time", lambda: clock[0])
+    assert uid() == 1000
+    (pid_dir / "status").write_text(status.format(2000))  # a late setuid(), say
+    clock[0] = start + procfs.EUID_MEMORY_SECONDS - 1
+    assert uid() == 1000  # remembered, not read
+    clock[0] = start + procfs.EUID_MEMORY_SECONDS + 1
+    assert uid() == 2000  # too old to trust: read again
+
+
 def test_deleted_executable_suffix_is_stripped(fake_proc):
     make_pid(fake_proc, 400, stat_line(400, "old"), cmdline=b"old\0", exe="/opt/old (deleted)")
     assert ProcfsReader(fake_proc).get(400).exe == "/opt/old"  # type: ignore[union-attr]
@@ -379,3 +406,29 @@ def test_missing_btime_is_an_error(tmp_path):
     (tmp_path / "stat").write_text("cpu 1 2 3\n")
     with pytest.raises(RuntimeError, match="btime"):
         ProcfsReader(tmp_path).read()
+
+
+def test_user_names_are_cached_for_a_while_then_asked_again(monkeypatch):
+    owners = {1001: "alice"}
+    asked: list[int] = []
+
+    def getpwuid(uid: int) -> SimpleNamespace:
+        asked.append(uid)
+        if uid not in owners:
+            raise KeyError(uid)
+        return SimpleNamespace(pw_name=owners[uid])
+
+    monkeypatch.setattr("pwd.getpwuid", getpwuid)
+    now = [100.0]
+    names = UserNames(ttl=60.0, clock=lambda: now[0])
+    assert names(1001) == "alice"
+    assert names(4242) == "4242"  # no passwd entry: the uid itself
+    owners[1001] = "bob"  # alice deleted, her uid given to bob
+    now[0] += 59.0
+    assert names(1001) == "alice"  # within the TTL: one lookup per uid, not per process
+    assert asked == [1001, 4242]
+    now[0] += 1.0
+    assert names(1001) == "bob"
+    owners[4242] = "carol"
+    assert names(4242) == "carol"
+    assert asked == [1001, 4242, 1001, 4242]
