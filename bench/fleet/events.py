@@ -22,6 +22,7 @@ from reaper_engine.ports import EventBus, MissionStore, TaskQueue
 from reaper_engine.rule_planner import RuleBasedPlanner
 from reaper_engine.signing import TaskSigner
 
+from .floor import FLOOR, RedisCpu, SerialisationFloor
 from .logs import LogSwitch
 from .missions import bench_task, host_specs, new_mission, result_templates, results_for
 from .report import breakdown_table, events_table, rate
@@ -231,6 +232,7 @@ class EventsBench:
                 before=self.info_log,
                 after=self.quiet_log,
             ),
+            FLOOR: SerialisationFloor(specs, self.templates, self.signer),
             "raw redis-py XREADGROUP COUNT 500 + XACK": lambda: raw_stream(self.client, raw_phases),
         }
         results = rounds(methods, reps, warm=warm)
@@ -238,9 +240,11 @@ class EventsBench:
         return results
 
     def breakdown(self, specs: Sequence[HostSpec]) -> dict[str, float]:
-        """One more Redis run with every port call timed: seconds per part, summed."""
+        """One more Redis run with every port call timed: seconds per part, summed; and
+        the Redis server's CPU seconds meanwhile (``redis_cpu``)."""
         totals: dict[str, float] = {}
         proxies: list[Timed] = []
+        server = RedisCpu(self.client)
 
         def ports() -> Ports:
             plain = self.redis_ports()
@@ -258,9 +262,11 @@ class EventsBench:
         def timing(on: bool) -> None:
             for proxy in proxies:
                 proxy.on = on
+            server.start() if on else server.stop()
 
         parts = EngineRun(ports, specs, self.templates, timing=timing)()
         totals["drain"] = sum(parts.values())
+        totals["redis_cpu"] = server.seconds
         return totals
 
 
@@ -280,10 +286,15 @@ def run_events(
             out += events_table(hosts, results, state_bytes, reps)
             out += breakdown_table(hosts, totals, events)
             on_redis = rate(events, results["engine, Redis"]["total"])
+            floor_us = results[FLOOR]["total"] * 1e6 / events
+            server_us = totals["redis_cpu"] * 1e6 / events
             goals.append(
                 f"result events applied by one engine on Redis, {hosts} hosts: "
                 f"{on_redis:,.0f}/s (goal {EVENT_GOAL:,.0f}/s: "
-                f"{'met' if on_redis >= EVENT_GOAL else 'NOT met'})"
+                f"{'met' if on_redis >= EVENT_GOAL else 'NOT met'}); the most a synchronous "
+                f"engine with these models could reach here if its own logic were free: "
+                f"{1e6 / (floor_us + server_us):,.0f}/s (the models' JSON work "
+                f"{floor_us:.0f} µs + Redis server CPU {server_us:.0f} µs per event)"
             )
     finally:
         # The workers of section 3 run as ``reaper worker`` does, with Python's settings.

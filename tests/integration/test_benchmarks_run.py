@@ -65,5 +65,7 @@ def test_the_fleet_benchmark_runs():
         *("--tasks", "40", "--batch", "10", "--jobs", "4"),
     )
     assert "Result events applied" in out
+    assert "floor: the models' JSON work alone" in out
+    assert "the Redis server's CPU" in out
     assert "Tasks dispatched" in out
     assert "Tasks executed by one worker" in out
