@@ -8,10 +8,15 @@ and, per mission, a :class:`PartTracker` remembers the objects of the copies the
 wrote (and read since) at the stored revision:
 
 * a host is written again unless it is one of those objects and no field of it was
-  assigned since (``HostState.changes``, a count of assignments, did not move);
+  assigned since;
 * a pending task or a task record is frozen, so "changed" means "replaced": written again
   unless it is one of those objects;
 * entries that are gone from a map are deleted; the head is always written.
+
+The objects of a copy report their own changes to it: a host each field assignment, the
+two task maps (``TrackedDict``) each key they set or delete. So saving the state an engine
+keeps, made of the objects of the copy saved last, costs what its change touched, not a walk
+over the mission; any other state is compared with the copies entry by entry.
 
 Every save also stores a random *revision*. A save that writes only a delta names the
 revision it is a delta of, and the store refuses it (a conflict: the engine reloads and
@@ -20,24 +25,29 @@ to the exact parts it was computed against — even when Redis lost acknowledged
 crash under ``appendfsync everysec``, a failover) and a version number comes round twice.
 Anything else is written in full. The tracker's guesses only decide how much is written.
 
-The sequences of a HostState are tuples so that they cannot change in place; its ``facts``,
-a Task's ``params`` and a HostSpec's ``options`` are dicts that must not be changed in place
-either: a change no assignment records is not saved.
+The sequences of a HostState are tuples and its ``facts`` (like a Task's ``params`` and a
+HostSpec's ``options``) a read-only mapping, so that nothing can change in place: a change
+no assignment records would not be saved.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 from infra.codec import decode
 from reaper_engine.models import HostState, MissionState, PendingTask, TaskRecord
+from reaper_engine.models.tracked import TrackedDict, tracked
+
+_Part = TypeVar("_Part", PendingTask, TaskRecord)
 
 HEAD_EXCLUDES = frozenset({"hosts", "pending_tasks", "completed_tasks"})
 
@@ -67,29 +77,108 @@ class StateDelta:
 
 
 @dataclass(slots=True)
+class _Changed:
+    """The keys changed in one copy's objects since the copy was stored: its hosts report
+    their field assignments here, its two task maps (TrackedDicts) their edits."""
+
+    hosts: set[str] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)
+
+    def clear(self) -> None:
+        self.hosts.clear()
+        self.pending.clear()
+        self.done.clear()
+
+
+@dataclass(slots=True)
 class _Copy:
-    """The objects of one copy of a mission, as stored at (version, revision)."""
+    """The objects of one copy of a mission, as stored at (version, revision), and the
+    keys changed in them since (``changed``, which those objects fill themselves).
+
+    A copy made from a state (``of``) has every host and both task maps of that state
+    report to its ``changed``; a save of a state made of a copy's objects carries that copy
+    forward (``advance``), any other save or load makes a copy of its own. An object
+    reports to one place only, the last that asked, which ``fits`` checks."""
 
     version: int
     revision: str
     order: tuple[str, ...]
-    hosts: dict[str, tuple[HostState, int]]  # the host and its ``changes`` then
+    hosts: dict[str, HostState]  # as stored
     pending: dict[str, PendingTask]
     done: dict[str, TaskRecord]
+    # The state's own two maps, to know a state made of this copy's objects again.
+    pending_map: dict[str, PendingTask]
+    done_map: dict[str, TaskRecord]
+    changed: _Changed
 
     @classmethod
     def of(cls, state: MissionState, revision: str) -> _Copy:
+        changed = _Changed()
+        for key, host in state.hosts.items():
+            host.watch(changed.hosts, key)
+        # A map that cannot report (a plain dict) leaves the copy to the slow path.
+        if isinstance(state.pending_tasks, TrackedDict):
+            state.pending_tasks.watch = changed.pending
+        if isinstance(state.completed_tasks, TrackedDict):
+            state.completed_tasks.watch = changed.done
         return cls(
             state.version,
             revision,
             tuple(state.hosts),
-            {k: (h, h.changes) for k, h in state.hosts.items()},
+            dict(state.hosts),
             dict(state.pending_tasks),
             dict(state.completed_tasks),
+            state.pending_tasks,
+            state.completed_tasks,
+            changed,
         )
 
     def same_as(self, other: _Copy) -> bool:
         return (self.version, self.revision) == (other.version, other.revision)
+
+    def fits(self, state: MissionState) -> bool:
+        """Whether ``state`` is made of this copy's objects, all still reporting here: then
+        ``changed`` holds every key in which it differs from what is stored. (Another
+        tracker, or another copy, may have had them report elsewhere since.) Two walks over
+        the hosts, both in C."""
+        pending, done = state.pending_tasks, state.completed_tasks
+        return (
+            pending is self.pending_map
+            and done is self.done_map
+            and isinstance(pending, TrackedDict)
+            and isinstance(done, TrackedDict)
+            and pending.watch is self.changed.pending
+            and done.watch is self.changed.done
+            and len(state.hosts) == len(self.hosts)
+            and all(map(operator.is_, state.hosts.values(), self.hosts.values()))
+            and HostState.all_watched_by(state.hosts.values(), self.changed.hosts)
+        )
+
+    def unchanged_host(self, key: str, host: HostState) -> bool:
+        return (
+            self.hosts.get(key) is host
+            and host.watched_by(self.changed.hosts)
+            and key not in self.changed.hosts
+        )
+
+    def advance(self, state: MissionState, version: int, revision: str) -> None:
+        """``state``, which fits this copy, was stored: this copy becomes it, in what the
+        save changed (its hosts are the same objects)."""
+        for key in self.changed.pending:
+            _follow(self.pending, state.pending_tasks, key)
+        for key in self.changed.done:
+            _follow(self.done, state.completed_tasks, key)
+        self.changed.clear()
+        self.version, self.revision = version, revision
+
+
+def _follow(mirror: dict[str, _Part], source: Mapping[str, _Part], key: str) -> None:
+    value = source.get(key)
+    if value is None:
+        mirror.pop(key, None)
+    else:
+        mirror[key] = value
 
 
 class PartTracker:
@@ -101,6 +190,10 @@ class PartTracker:
     last, while they are running. Per mission: the copy saved last (the one an engine keeps
     and goes on changing), and up to ``copies - 1`` copies loaded since at the same revision
     (the engine's own reload, after a conflict or a cancel).
+
+    A save of the state an engine keeps costs what its change touched: that state is made
+    of the objects of the copy saved last, which report their changes to it (``_Copy``).
+    Any other state is compared with every copy, entry by entry.
     """
 
     def __init__(self, copies: int = 3, missions: int = 256) -> None:
@@ -134,10 +227,26 @@ class PartTracker:
                 pending={k: v.model_dump_json() for k, v in state.pending_tasks.items()},
                 done={k: v.model_dump_json() for k, v in state.completed_tasks.items()},
             )
+        base = next((copy for copy in seen if copy.fits(state)), None)
+        if base is not None:
+            changed = base.changed
+            return StateDelta(
+                head=head,
+                base=known.revision,
+                hosts={k: state.hosts[k].model_dump_json() for k in changed.hosts},
+                pending=_touched(state.pending_tasks, base.pending, changed.pending),
+                done=_touched(state.completed_tasks, base.done, changed.done),
+                pending_gone=_gone(state.pending_tasks, base.pending, changed.pending),
+                done_gone=_gone(state.completed_tasks, base.done, changed.done),
+            )
         return StateDelta(
             head=head,
             base=known.revision,
-            hosts=_changed_hosts(state.hosts, [c.hosts for c in seen]),
+            hosts={
+                k: h.model_dump_json()
+                for k, h in state.hosts.items()
+                if not any(copy.unchanged_host(k, h) for copy in seen)
+            },
             pending=_replaced(state.pending_tasks, [c.pending for c in seen]),
             done=_replaced(state.completed_tasks, [c.done for c in seen]),
             # Every copy of one revision has the same keys: the stored ones.
@@ -151,7 +260,13 @@ class PartTracker:
             if state.status.is_terminal:  # rarely saved again: a full write then is fine
                 self._seen.pop(state.mission_id, None)
                 return
-            self._seen[state.mission_id] = [_Copy.of(state, revision)]
+            seen = self._seen.get(state.mission_id, ())
+            base = next((copy for copy in seen if copy.fits(state)), None)
+            if base is not None and base.order == tuple(state.hosts):
+                base.advance(state, state.version, revision)
+            else:
+                base = _Copy.of(state, revision)
+            self._seen[state.mission_id] = [base]
             self._seen.move_to_end(state.mission_id)
             while len(self._seen) > self._missions:
                 self._seen.popitem(last=False)
@@ -179,21 +294,21 @@ class PartTracker:
             self._seen.pop(mission_id, None)
 
 
-def _changed_hosts(
-    hosts: Mapping[str, HostState], seen: Sequence[Mapping[str, tuple[HostState, int]]]
+def _touched(
+    now: Mapping[str, _Part], stored: Mapping[str, _Part], keys: Iterable[str]
 ) -> dict[str, str]:
-    """Documents of the hosts that are not, unchanged, one of the objects seen. A plain
-    loop: it runs over every host of the mission for every save, however few changed."""
+    """Documents of the entries under ``keys`` that ``now`` holds and are not the stored
+    objects (a key set and set back again is not written twice)."""
     out: dict[str, str] = {}
-    for key, host in hosts.items():
-        count = host.changes
-        for copy in seen:
-            entry = copy.get(key)
-            if entry is not None and entry[0] is host and entry[1] == count:
-                break
-        else:
-            out[key] = host.model_dump_json()
+    for key in keys:
+        value = now.get(key)
+        if value is not None and value is not stored.get(key):
+            out[key] = value.model_dump_json()
     return out
+
+
+def _gone(now: Mapping[str, _Part], stored: Mapping[str, _Part], keys: Iterable[str]) -> list[str]:
+    return [key for key in keys if key not in now and key in stored]
 
 
 def _replaced(
@@ -243,11 +358,11 @@ def assemble(
     )
     state = decode(MissionState, doc)
     # Set without validate_assignment: the same validated objects, in another order.
-    state.__dict__["pending_tasks"] = dict(
-        sorted(state.pending_tasks.items(), key=lambda kv: (kv[1].task.created_at, kv[0]))
+    state.__dict__["pending_tasks"] = tracked(
+        dict(sorted(state.pending_tasks.items(), key=lambda kv: (kv[1].task.created_at, kv[0])))
     )
-    state.__dict__["completed_tasks"] = dict(
-        sorted(state.completed_tasks.items(), key=lambda kv: (kv[1].finished_at, kv[0]))
+    state.__dict__["completed_tasks"] = tracked(
+        dict(sorted(state.completed_tasks.items(), key=lambda kv: (kv[1].finished_at, kv[0])))
     )
     return state
 

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from reaper_engine.models import MissionState, Task
+from reaper_engine.models import MissionState, PendingTask, Task
+from reaper_engine.pending_index import PendingIndex
 
 _NO_TASKS: frozenset[str] = frozenset()
 
@@ -32,9 +33,10 @@ class Effects:
     # after a save conflict, or never saved, must not log twice or describe what never was.
     logs: list[tuple[int, str, dict[str, object]]] = field(default_factory=list)
     planner_error: str | None = None  # the last planner call of this change raised this
-    # Pending task ids by host, built on first use and kept up to date by the change: "is
-    # this host still busy?" is then O(1), not a walk over every pending task per result.
-    _pending_by_host: dict[str, set[str]] | None = None
+    # The index of the state's pending tasks: the one the engine kept from its last change
+    # if it still fits the state, else made on first use; kept up to date by the change, so
+    # "is this host still busy?" is O(1), not a walk over every pending task per result.
+    index: PendingIndex | None = None
 
     def note(self, kind: str, host_id: str | None, detail: str) -> None:
         if self.notify:
@@ -47,20 +49,27 @@ class Effects:
         if level >= self.min_level:
             self.logs.append((level, event, fields))
 
+    def pending_index(self, state: MissionState) -> PendingIndex:
+        if self.index is None or not self.index.fits(state.pending_tasks):
+            self.index = PendingIndex.of(state.pending_tasks)
+        return self.index
+
+    def reindex(self, state: MissionState) -> None:
+        """Make the index afresh (its ``floor`` exact again)."""
+        self.index = PendingIndex.of(state.pending_tasks)
+
     def pending_of(self, state: MissionState, host_id: str) -> Collection[str]:
-        if self._pending_by_host is None:
-            self._pending_by_host = {}
-            for task_id, pending in state.pending_tasks.items():
-                self._pending_by_host.setdefault(pending.task.host_id, set()).add(task_id)
-        return self._pending_by_host.get(host_id, _NO_TASKS)
+        return self.pending_index(state).by_host.get(host_id, _NO_TASKS)
 
     def has_pending(self, state: MissionState, host_id: str) -> bool:
         return bool(self.pending_of(state, host_id))
 
-    def pending_added(self, task: Task) -> None:
-        if self._pending_by_host is not None:
-            self._pending_by_host.setdefault(task.host_id, set()).add(task.task_id)
+    # An index that does not fit the state being changed is left alone: it is made afresh,
+    # from the dict, the first time it is asked for.
+    def pending_added(self, state: MissionState, entry: PendingTask) -> None:
+        if self.index is not None and self.index.fits(state.pending_tasks):
+            self.index.added(entry)
 
-    def pending_removed(self, task: Task) -> None:
-        if self._pending_by_host is not None:
-            self._pending_by_host.get(task.host_id, set()).discard(task.task_id)
+    def pending_removed(self, state: MissionState, task: Task) -> None:
+        if self.index is not None and self.index.fits(state.pending_tasks):
+            self.index.removed(task)

@@ -60,6 +60,7 @@ from reaper_engine.models import (
     VerifyData,
 )
 from reaper_engine.outcomes import decide_outcome, is_failed_outcome
+from reaper_engine.pending_index import PendingIndex
 from reaper_engine.planner import PlannedTask, Planner
 from reaper_engine.ports import Delivery, EventBus, MissionStore, TaskQueue
 
@@ -126,6 +127,7 @@ class MissionEngine:
         self.left_pending = 0  # deliveries of this loop turn that failed and await a retry
         self.batch_size = batch_size
         self._reusable: MissionState | None = None  # see _mutate
+        self._index: PendingIndex | None = None  # of the kept state's pending tasks
         self._lock = threading.RLock()
         self._log = log.bind(mission_id=mission_id)
 
@@ -227,6 +229,8 @@ class MissionEngine:
             if state.status.is_terminal:
                 return False
             now = self.clock.now()
+            if fx.pending_index(state).quiet_until(now):
+                return False  # nothing due or overdue: no walk over every pending task
             changed = False
             for task_id, pending in list(state.pending_tasks.items()):
                 if task_id not in state.pending_tasks or pending.dispatched_at is None:
@@ -236,6 +240,7 @@ class MissionEngine:
                     self._apply(state, pending.task, timeout_result(pending.task, now), fx, now)
                     changed = True
             changed |= self._dispatch_due(state, fx, now)
+            fx.reindex(state)  # its floor exact again: the next tick walks only when due
             if changed:
                 state.updated_at = now
             return changed
@@ -350,7 +355,13 @@ class MissionEngine:
         if state is None or state.status.is_terminal:
             return False
         wait = max_wait
-        wakeup = state.next_wakeup()
+        index = self._index
+        # The index's floor is at most the next wakeup: at worst the read ends early.
+        wakeup = (
+            index.floor
+            if index is not None and index.fits(state.pending_tasks)
+            else state.next_wakeup()
+        )
         if wakeup is not None:
             due_in = (wakeup - self.clock.now()).total_seconds()
             wait = min(max_wait, max(0.0, due_in))
@@ -436,6 +447,7 @@ class MissionEngine:
         """
         with self._lock:
             reused, self._reusable = (self._reusable if reuse else None), None
+            index, self._index = self._index, None
             if (
                 reused is not None
                 and check
@@ -447,25 +459,29 @@ class MissionEngine:
                 reused = None
                 if state is None:
                     return None
-                fx = self._effects()
+                # An index fits only the state it was made for (an older copy's is remade).
+                fx = self._effects(index)
                 if not change(state, fx):
-                    self._reusable = state if keep else None
+                    self._reusable, self._index = (state, fx.index) if keep else (None, None)
                     return state
                 try:
                     saved = self.store.save(state)
                 except ConcurrentUpdateError:
                     self._log.info("mission_save_conflict_retrying")
                     continue
-                self._reusable = saved if keep else None
+                # A store returns a copy of the state it saved, sharing its pending tasks.
+                self._reusable, self._index = (saved, fx.index) if keep else (None, None)
                 self._carry_out(saved, fx)
                 return saved
             raise ConcurrentUpdateError(
                 f"mission '{self.mission_id}' kept changing under us ({_SAVE_RETRIES} tries)"
             )
 
-    def _effects(self) -> Effects:
+    def _effects(self, index: PendingIndex | None = None) -> Effects:
         # Asked per change, not once: a stdlib-backed logger's level may change later.
-        return Effects(notify=self.listener is not None, min_level=_min_level(self._log))
+        return Effects(
+            notify=self.listener is not None, min_level=_min_level(self._log), index=index
+        )
 
     def _carry_out(self, state: MissionState, fx: Effects) -> None:
         for level, event, fields in fx.logs:
@@ -699,11 +715,12 @@ class MissionEngine:
             task = self._materialise(state, host, proposal, params, now)
             if dispatch and task.is_due(now):
                 # One PendingTask, born dispatched, rather than one pending and its copy.
-                state.pending_tasks[task.task_id] = PendingTask(task=task, dispatched_at=now)
+                entry = PendingTask(task=task, dispatched_at=now)
                 self._dispatched(state, task, fx)
             else:
-                state.pending_tasks[task.task_id] = PendingTask(task=task)
-            fx.pending_added(task)
+                entry = PendingTask(task=task)
+            state.pending_tasks[task.task_id] = entry
+            fx.pending_added(state, entry)
             if host.outcome is not None:
                 host.outcome = None
             if host.last_status is HostStatus.ERROR:

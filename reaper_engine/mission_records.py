@@ -43,7 +43,7 @@ def complete_task(
 ) -> None:
     """Move a task from pending to completed, keeping the record that makes replays no-ops."""
     del state.pending_tasks[task.task_id]
-    fx.pending_removed(task)
+    fx.pending_removed(state, task)
     state.completed_tasks[task.task_id] = TaskRecord(
         task_id=task.task_id,
         host_id=task.host_id,

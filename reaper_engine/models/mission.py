@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
+import operator
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
 
 from reaper_engine import SCHEMA_VERSION
 from reaper_engine.clock import utcnow
@@ -23,8 +26,13 @@ from reaper_engine.models.frozen import FrozenDict, FrozenJSON
 from reaper_engine.models.inventory import HostSpec
 from reaper_engine.models.process import Finding, KillRecord, ProcessIdentity
 from reaper_engine.models.task import Task
+from reaper_engine.models.tracked import TrackedDict, tracked
 
 LAST_TASKS_KEPT = 20
+_LOCKED = operator.attrgetter("locked")
+_PRIVATE = operator.attrgetter("__pydantic_private__")
+_WATCH = operator.itemgetter("_watch")
+_FIRST = operator.itemgetter(0)
 
 
 class HostOutcome(StrEnum):
@@ -114,6 +122,8 @@ class HostState(BaseModel):
     outcome: HostOutcome | None = None
     outcome_detail: str = ""
     _changes: int = PrivateAttr(default=0)
+    # Where a store wants to hear of changes: (the set to add to, the key to add).
+    _watch: tuple[set[str], str] | None = PrivateAttr(default=None)
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
@@ -122,6 +132,29 @@ class HostState(BaseModel):
             private = self.__pydantic_private__
             if private is not None:
                 private["_changes"] = private.get("_changes", 0) + 1
+                watch = private.get("_watch")
+                if watch is not None:
+                    watch[0].add(watch[1])
+
+    def watch(self, changed: set[str], key: str) -> None:
+        """From now on, add ``key`` to ``changed`` whenever a field is assigned."""
+        private = self.__pydantic_private__
+        if private is not None:
+            private["_watch"] = (changed, key)
+
+    def watched_by(self, changed: set[str]) -> bool:
+        private = self.__pydantic_private__
+        watch = private.get("_watch") if private else None
+        return watch is not None and watch[0] is changed
+
+    @staticmethod
+    def all_watched_by(hosts: Iterable[HostState], changed: set[str]) -> bool:
+        """``watched_by`` for every host, looped in C: stores ask it on every save."""
+        try:
+            sinks = map(_FIRST, map(_WATCH, map(_PRIVATE, hosts)))
+            return all(map(operator.is_, sinks, itertools.repeat(changed)))
+        except (KeyError, TypeError):  # a host never watched (its watch None)
+            return False
 
     def __eq__(self, other: object) -> bool:
         # ``changes`` is bookkeeping for stores, not state.
@@ -181,8 +214,13 @@ class MissionState(BaseModel):
     status: MissionStatus = MissionStatus.PENDING
     options: MissionOptions = Field(default_factory=MissionOptions)
     hosts: dict[str, HostState]
-    pending_tasks: dict[str, PendingTask] = Field(default_factory=dict)
-    completed_tasks: dict[str, TaskRecord] = Field(default_factory=dict)
+    # TrackedDicts (models/tracked.py): a store can learn which entries a change touched.
+    pending_tasks: Annotated[dict[str, PendingTask], AfterValidator(tracked)] = Field(
+        default_factory=TrackedDict
+    )
+    completed_tasks: Annotated[dict[str, TaskRecord], AfterValidator(tracked)] = Field(
+        default_factory=TrackedDict
+    )
     counters: MissionCounters = Field(default_factory=MissionCounters)
     created_at: AwareDatetime = Field(default_factory=utcnow)
     updated_at: AwareDatetime = Field(default_factory=utcnow)
@@ -222,7 +260,8 @@ class MissionSummary(BaseModel):
             kind=state.kind,
             status=state.status,
             hosts=len(state.hosts),
-            hosts_locked=sum(1 for h in state.hosts.values() if h.locked),
+            # Asked on every save: counted in C, not a generator over a 1000-host mission.
+            hosts_locked=operator.countOf(map(_LOCKED, state.hosts.values()), True),
             pending_tasks=len(state.pending_tasks),
             completed_tasks=len(state.completed_tasks),
             findings=state.counters.findings,
