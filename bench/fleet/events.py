@@ -31,6 +31,9 @@ from .rounds import Method, rounds
 # What the engine loop reads per call (MissionEngine.batch_size's default); the raw baseline
 # reads as many.
 READ_BATCH = 500
+# Results as they come from a fleet between bursts: a few per read, each batch paying the
+# per-batch costs (a tick, five round trips) alone.
+SMALL_BATCH = 10
 READ_TIMEOUT = 1.0  # > 0, as in the loop: the Redis bus then asks XINFO GROUPS beside it
 EVENT_GOAL = 10_000.0
 BIG_MISSION = 200  # hosts; a bigger mission's run takes seconds, so it gets --big-reps rounds
@@ -63,6 +66,7 @@ class EngineRun:
     before: Callable[[], None] | None = None  # e.g. switch the logging configuration
     after: Callable[[], None] | None = None
     timing: Callable[[bool], None] | None = None  # told when each drain starts and ends
+    batch: int = READ_BATCH  # the most events one read returns
     state_bytes: int = 0
 
     def __call__(self) -> dict[str, float]:
@@ -95,7 +99,7 @@ class EngineRun:
                 self.timing(True)
             try:
                 parts[phase.value] = drain(
-                    engine, ports.bus, mission_id, len(tasks), tick=self.tick
+                    engine, ports.bus, mission_id, len(tasks), tick=self.tick, batch=self.batch
                 )
             finally:
                 if self.timing is not None:
@@ -114,18 +118,24 @@ class EngineRun:
 
 
 def drain(
-    engine: MissionEngine, bus: EventBus, mission_id: str, expected: int, *, tick: bool
+    engine: MissionEngine,
+    bus: EventBus,
+    mission_id: str,
+    expected: int,
+    *,
+    tick: bool,
+    batch: int = READ_BATCH,
 ) -> float:
     applied = 0
     start = time.perf_counter()
     while applied < expected:
         if tick:
             engine.tick()
-        batch = bus.read(mission_id, timeout=READ_TIMEOUT, max_count=READ_BATCH)
-        if not batch:
+        deliveries = bus.read(mission_id, timeout=READ_TIMEOUT, max_count=batch)
+        if not deliveries:
             raise RuntimeError(f"stream ran dry after {applied} of {expected} events")
-        engine.handle_deliveries(batch)
-        applied += len(batch)
+        engine.handle_deliveries(deliveries)
+        applied += len(deliveries)
     return time.perf_counter() - start
 
 
@@ -231,6 +241,9 @@ class EventsBench:
                 self.templates,
                 before=self.info_log,
                 after=self.quiet_log,
+            ),
+            f"engine, Redis, as its loop, results {SMALL_BATCH} at a time (as they trickle in)": (
+                EngineRun(self.redis_ports, specs, self.templates, tick=True, batch=SMALL_BATCH)
             ),
             FLOOR: SerialisationFloor(specs, self.templates, self.signer),
             "raw redis-py XREADGROUP COUNT 500 + XACK": lambda: raw_stream(self.client, raw_phases),
