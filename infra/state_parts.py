@@ -152,13 +152,13 @@ class _Copy:
             and done.watch is self.changed.done
             and len(state.hosts) == len(self.hosts)
             and all(map(operator.is_, state.hosts.values(), self.hosts.values()))
-            and HostState.all_watched_by(state.hosts.values(), self.changed.hosts)
+            and HostState.all_watched_by(state.hosts, self.changed.hosts)
         )
 
     def unchanged_host(self, key: str, host: HostState) -> bool:
         return (
             self.hosts.get(key) is host
-            and host.watched_by(self.changed.hosts)
+            and host.watched_by(self.changed.hosts, key)
             and key not in self.changed.hosts
         )
 
@@ -229,15 +229,20 @@ class PartTracker:
             )
         base = next((copy for copy in seen if copy.fits(state)), None)
         if base is not None:
-            changed = base.changed
+            # Snapshots (each taken in C): the sets stay live while their keys are encoded.
+            hosts, pending, done = (
+                tuple(base.changed.hosts),
+                tuple(base.changed.pending),
+                tuple(base.changed.done),
+            )
             return StateDelta(
                 head=head,
                 base=known.revision,
-                hosts={k: state.hosts[k].model_dump_json() for k in changed.hosts},
-                pending=_touched(state.pending_tasks, base.pending, changed.pending),
-                done=_touched(state.completed_tasks, base.done, changed.done),
-                pending_gone=_gone(state.pending_tasks, base.pending, changed.pending),
-                done_gone=_gone(state.completed_tasks, base.done, changed.done),
+                hosts={k: state.hosts[k].model_dump_json() for k in hosts},
+                pending=_touched(state.pending_tasks, base.pending, pending),
+                done=_touched(state.completed_tasks, base.done, done),
+                pending_gone=_gone(state.pending_tasks, base.pending, pending),
+                done_gone=_gone(state.completed_tasks, base.done, done),
             )
         return StateDelta(
             head=head,

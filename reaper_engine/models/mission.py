@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterable
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -33,6 +33,7 @@ _LOCKED = operator.attrgetter("locked")
 _PRIVATE = operator.attrgetter("__pydantic_private__")
 _WATCH = operator.itemgetter("_watch")
 _FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
 
 
 class HostOutcome(StrEnum):
@@ -96,8 +97,9 @@ class PendingTask(BaseModel):
 class HostState(BaseModel):
     """One host's part of a mission.
 
-    Stores save a mission's hosts one by one and write only those that changed, which they
-    learn from ``changes``: every assignment to a field counts. So a host changes only by
+    Stores save a mission's hosts one by one and write only those that changed, which a
+    host tells them itself: every assignment to a field is reported to where a store asked
+    (``watch``) and counted (``changes``). So a host changes only by
     assigning its fields: the sequences are tuples and ``facts`` is read-only
     (models/frozen.py), so ``host.facts["k"] = v`` raises; write
     ``host.facts = {**host.facts, "k": v}``.
@@ -142,19 +144,45 @@ class HostState(BaseModel):
         if private is not None:
             private["_watch"] = (changed, key)
 
-    def watched_by(self, changed: set[str]) -> bool:
+    def watched_by(self, changed: set[str], key: str) -> bool:
+        """Whether this host reports to ``changed``, as ``key``."""
         private = self.__pydantic_private__
         watch = private.get("_watch") if private else None
-        return watch is not None and watch[0] is changed
+        return watch is not None and watch[0] is changed and watch[1] == key
 
     @staticmethod
-    def all_watched_by(hosts: Iterable[HostState], changed: set[str]) -> bool:
-        """``watched_by`` for every host, looped in C: stores ask it on every save."""
+    def all_watched_by(hosts: Mapping[str, HostState], changed: set[str]) -> bool:
+        """``watched_by`` for every host under its key, looped in C: asked on every save."""
         try:
-            sinks = map(_FIRST, map(_WATCH, map(_PRIVATE, hosts)))
-            return all(map(operator.is_, sinks, itertools.repeat(changed)))
+            watches = list(map(_WATCH, map(_PRIVATE, hosts.values())))
+            return all(map(operator.is_, map(_FIRST, watches), itertools.repeat(changed))) and list(
+                map(_SECOND, watches)
+            ) == list(hosts)
         except (KeyError, TypeError):  # a host never watched (its watch None)
             return False
+
+    # A copy is another object: it reports nowhere until a store asks it to.
+    def __copy__(self) -> Self:
+        copied = super().__copy__()
+        copied._unwatch()
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        copied = super().__deepcopy__(memo)
+        copied._unwatch()
+        return copied
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        private = state.get("__pydantic_private__")
+        if private:
+            state = {**state, "__pydantic_private__": {**private, "_watch": None}}
+        return state
+
+    def _unwatch(self) -> None:
+        private = self.__pydantic_private__
+        if private is not None:
+            private["_watch"] = None
 
     def __eq__(self, other: object) -> bool:
         # ``changes`` is bookkeeping for stores, not state.

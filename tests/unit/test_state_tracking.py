@@ -12,17 +12,22 @@ from __future__ import annotations
 import copy
 import pickle
 from datetime import timedelta
+from typing import Any
 
+import fakeredis
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from infra.memory import InMemoryMissionStore
+from infra.memory import store as memory_store
+from infra.redis import RedisMissionStore
 from infra.state_parts import PartTracker, head_json
 from reaper_engine.errors import ConcurrentUpdateError
 from reaper_engine.models import HostStatus, MissionState, PendingTask, ResultStatus
 from reaper_engine.models.tracked import TrackedDict
+from reaper_engine.ports import MissionStore
 from tests.factories import T0, host_spec, make_record, make_state, make_task
 
 HOSTS = ("a", "b", "c")
@@ -31,10 +36,18 @@ HOSTS = ("a", "b", "c")
 class TrackedSaves(RuleBasedStateMachine):
     """An engine's life with one store: change in place, save, sometimes reload."""
 
+    store: MissionStore
+
+    def new_store(self) -> MissionStore:
+        assert InMemoryMissionStore.verify_saves  # every save is read back and compared
+        return InMemoryMissionStore()
+
+    def check_stored(self, saved: MissionState) -> None:
+        """Nothing more: the in-memory store reads each save back itself."""
+
     @initialize()
     def start(self) -> None:
-        assert InMemoryMissionStore.verify_saves  # every save is read back and compared
-        self.store = InMemoryMissionStore()
+        self.store = self.new_store()
         self.state = self.store.create(make_state(*(host_spec(h) for h in HOSTS)))
         self.ids = 0
         self.stale: MissionState | None = None
@@ -106,8 +119,8 @@ class TrackedSaves(RuleBasedStateMachine):
     @rule()
     def save(self) -> None:
         self.stale = self.state
-        # verify_saves (tests/conftest.py) reads every save back and compares.
         self.state = self.store.save(self.state)
+        self.check_stored(self.state)
 
     @rule()
     def reload(self) -> None:
@@ -128,6 +141,53 @@ class TrackedSaves(RuleBasedStateMachine):
                 self.state.model_copy(update={"pending_tasks": {}, "completed_tasks": {}})
             )
 
+    @rule(readers=st.integers(1, 4))
+    def others_load_it(self, readers: int) -> None:
+        for _ in range(readers):
+            self.store.load(self.state.mission_id)
+
+    @rule()
+    def the_store_forgets_what_it_knew(self) -> None:
+        parts: PartTracker = self.store._parts  # type: ignore[attr-defined]
+        parts.forget(self.state.mission_id)  # as after a revision conflict
+
+    @rule()
+    def a_deep_copy_is_saved(self) -> None:
+        self.state = self.store.save(self.state.model_copy(deep=True))
+
+    @rule()
+    def the_hosts_map_is_replaced(self) -> None:
+        self.state.hosts = dict(self.state.hosts)
+
+    @rule()
+    def a_host_is_swapped_for_its_copy_and_both_change(self) -> None:
+        old = self.state.hosts["a"]
+        new = old.model_copy()
+        self.state.hosts["a"] = new
+        old.failure_count += 5  # no longer the state's: must not matter
+        new.outcome_detail = f"copy {self.ids}"
+
+    @rule()
+    def one_host_object_under_two_keys(self) -> None:
+        self.state.hosts["c"] = self.state.hosts["b"]
+        self.state.hosts["b"].failure_count += 1  # both keys' documents must change
+
+    @rule()
+    def another_mission_shares_hosts(self) -> None:
+        self.ids += 1
+        other = self.store.create(
+            self.state.model_copy(
+                update={
+                    "mission_id": f"other-{self.ids}",
+                    "version": 0,
+                    "pending_tasks": {},
+                    "completed_tasks": {},
+                }
+            )
+        )
+        other.hosts["c"].failure_count += 1  # a shared object: ours changes too
+        self.store.save(other)
+
     @precondition(lambda self: self.stale is not None)
     @rule()
     def a_stale_copy_is_refused(self) -> None:
@@ -144,8 +204,46 @@ class TrackedSaves(RuleBasedStateMachine):
         assert stored.version == self.state.version
 
 
-TrackedSaves.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
-test_saves_write_every_change_and_only_changes = TrackedSaves.TestCase
+class InMemorySaves(TrackedSaves):
+    @rule(landed=st.booleans())
+    def a_write_fails(self, landed: bool) -> None:
+        # The store's write raises, before or after it landed; the engine then reloads.
+        write = memory_store._Stored.write
+
+        def broken(stored: memory_store._Stored, *args: Any) -> None:
+            if landed:
+                write(stored, *args)
+            raise ConnectionError("lost")
+
+        memory_store._Stored.write = broken  # type: ignore[method-assign]
+        try:
+            with pytest.raises(ConnectionError):
+                self.store.save(self.state)
+        finally:
+            memory_store._Stored.write = write  # type: ignore[method-assign]
+        if landed:
+            loaded = self.store.load(self.state.mission_id)
+            assert loaded is not None
+            self.state = loaded
+
+
+class FakeRedisSaves(TrackedSaves):
+    """The same life on the Redis store (fakeredis), each save read back by another store."""
+
+    def new_store(self) -> MissionStore:
+        self.client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+        return RedisMissionStore(self.client)
+
+    def check_stored(self, saved: MissionState) -> None:
+        # Another store instance: its reads leave this one's tracker as it was.
+        assert RedisMissionStore(self.client).load(saved.mission_id) == saved
+
+
+_SETTINGS = settings(max_examples=100, stateful_step_count=40, deadline=None)
+InMemorySaves.TestCase.settings = _SETTINGS
+FakeRedisSaves.TestCase.settings = settings(_SETTINGS, max_examples=40)
+test_saves_write_every_change_and_only_changes = InMemorySaves.TestCase
+test_redis_saves_write_every_change_and_only_changes = FakeRedisSaves.TestCase
 
 
 def _saved(state: MissionState, version: int) -> MissionState:
