@@ -291,7 +291,10 @@ _HELP: dict[str, dict[str, str]] = {
     },
     "fleet": {
         "redis_url": "Redis of fleet mode (unset: --redis-url, $REDIS_URL, redis://localhost:6379/0).",
-        "secret_file": "File holding the task-signing secret ($REAPER_SECRET wins).",
+        "secret_file": (
+            "File holding the task-signing secret "
+            "(--secret-file, $REAPER_SECRET and $REAPER_SECRET_FILE win)."
+        ),
         "key_prefix": "Prefix of every Redis key Reaper writes (several fleets, one Redis).",
     },
     "health_checks": {

@@ -24,7 +24,7 @@ def configure_logging(
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty(), exception_formatter=_tracebacks())
     )
     processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -42,3 +42,11 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric, stream=out, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _tracebacks() -> structlog.typing.ExceptionRenderer:
+    """Rich tracebacks when rich is there, but never with the frames' local variables: a
+    local may hold a password, a key or a secret, and a log is read by more people."""
+    if getattr(structlog.dev, "rich", None) is not None:
+        return structlog.dev.RichTracebackFormatter(show_locals=False)
+    return structlog.dev.plain_traceback

@@ -25,17 +25,23 @@ SECRET_ENV = "REAPER_SECRET"  # noqa: S105 - the variable's name, not a secret
 SECRET_FILE_ENV = "REAPER_SECRET_FILE"  # noqa: S105 - a name
 
 
-def load_secret(secret_file: Path | None = None, env: dict[str, str] | None = None) -> bytes | None:
-    """The fleet secret from ``REAPER_SECRET``, ``REAPER_SECRET_FILE`` or ``secret_file``.
-
-    The environment variable wins over files; an explicit ``secret_file`` (from the command
-    line or config) wins over ``REAPER_SECRET_FILE``. None when nothing is configured.
+def load_secret(
+    secret_file: Path | None = None,
+    env: dict[str, str] | None = None,
+    *,
+    configured: Path | None = None,
+) -> bytes | None:
+    """The fleet secret, from the first of: ``secret_file`` (the command line's
+    ``--secret-file``), ``$REAPER_SECRET``, ``$REAPER_SECRET_FILE``, ``configured`` (the
+    config's ``[fleet] secret_file``). The same order as the Redis URL's: what a command is
+    told beats its environment, which beats the config file. None when nothing is set.
     """
     env = dict(os.environ) if env is None else env
-    value = env.get(SECRET_ENV)
-    if value:
-        return value.strip().encode("utf-8")
-    path = secret_file or (Path(env[SECRET_FILE_ENV]) if env.get(SECRET_FILE_ENV) else None)
+    if secret_file is None:
+        value = env.get(SECRET_ENV)
+        if value:
+            return value.strip().encode("utf-8")
+    path = secret_file or (Path(env[SECRET_FILE_ENV]) if env.get(SECRET_FILE_ENV) else configured)
     if path is None:
         return None
     try:
@@ -48,14 +54,18 @@ def load_secret(secret_file: Path | None = None, env: dict[str, str] | None = No
 
 
 def signer_for(
-    secret_file: Path | None, *, insecure: bool, env: dict[str, str] | None = None
+    secret_file: Path | None,
+    *,
+    insecure: bool,
+    env: dict[str, str] | None = None,
+    configured: Path | None = None,
 ) -> TaskSigner:
     """The signer a fleet command runs with: a secret, or insecure mode only if asked for."""
-    secret = load_secret(secret_file, env)
+    secret = load_secret(secret_file, env, configured=configured)
     if secret is None and not insecure:
         raise SecretError(
-            f"no fleet secret: set {SECRET_ENV} or {SECRET_FILE_ENV}, or [fleet] secret_file "
-            "in the config, on every engine and worker; or pass --insecure to run unsigned "
-            "(anyone who can write to Redis could then order kills)"
+            f"no fleet secret: give --secret-file, set {SECRET_ENV} or {SECRET_FILE_ENV}, or "
+            "[fleet] secret_file in the config, on every engine and worker; or pass "
+            "--insecure to run unsigned (anyone who can write to Redis could then order kills)"
         )
     return TaskSigner(secret)

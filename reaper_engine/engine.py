@@ -298,6 +298,7 @@ class MissionEngine:
             recover = resume
             next_claim = time.monotonic() + self.redeliver_after_seconds / 2
             backoff = _BACKOFF_FIRST
+            failures = 0  # turns in a row that raised: the traceback is logged for the first
             while not stop.is_set():
                 try:
                     self.left_pending = 0
@@ -320,8 +321,17 @@ class MissionEngine:
                             self.mission_id, min_idle_seconds=self.redeliver_after_seconds
                         ):
                             self.handle_delivery(delivery)
-                except Exception:  # noqa: BLE001 - a store or bus error must not end the loop
-                    self._log.exception("engine_loop_error")
+                except Exception as err:  # noqa: BLE001 - a store or bus error must not end it
+                    failures += 1
+                    if failures == 1:
+                        self._log.exception("engine_loop_error", retry_in=backoff)
+                    else:  # Redis down for a while: one line per retry, not a traceback
+                        self._log.warning(
+                            "engine_loop_error",
+                            error=f"{type(err).__name__}: {err}",
+                            failures=failures,
+                            retry_in=backoff,
+                        )
                     # What the error interrupted (a publish after a save, an unacknowledged
                     # batch) is redone as soon as the backend answers, not after the
                     # redelivery delay or a task's deadline.
@@ -329,6 +339,9 @@ class MissionEngine:
                     stop.wait(backoff)
                     backoff = min(backoff * 2, _BACKOFF_MAX)
                     continue
+                if failures:
+                    self._log.info("engine_loop_recovered", failures=failures)
+                    failures = 0
                 backoff = _BACKOFF_FIRST
             final = self.store.load(self.mission_id)
             if final is not None and final.status.is_terminal:

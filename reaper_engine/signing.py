@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -53,7 +53,8 @@ class TaskRejectedError(ReaperError):
 class TaskSigner:
     """Seals tasks into envelopes and opens them again. ``secret=None`` is insecure mode."""
 
-    secret: bytes | None
+    # Never in a repr: tracebacks that show locals, and debug logs, print reprs.
+    secret: bytes | None = field(repr=False)
 
     def __post_init__(self) -> None:
         if self.secret is not None and len(self.secret) < MIN_SECRET_BYTES:

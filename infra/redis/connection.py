@@ -95,7 +95,8 @@ def connect(
             client_name=client_name,
         )
     except ValueError as err:
-        raise ConfigError(f"invalid Redis URL {redact(url)}: {err}", key="redis_url") from None
+        # No config key named: the URL may as well have come from --redis-url or $REDIS_URL.
+        raise ConfigError(f"invalid Redis URL {redact(url)}: {err}") from None
     log.debug("redis_client_created", url=redact(url))
     return client
 

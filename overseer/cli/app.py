@@ -71,7 +71,8 @@ def reaper(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> No
 
     Exit codes: 0 ok, 1 a kill failed, 2 usage or configuration error, 3 not confirmed
     (no terminal without --yes, or answered no) — or, for `status` and `service status`,
-    not running / not installed — 4 no such process or protected.
+    not running / not installed — 4 no such process or protected, or no such mission;
+    fleet commands: 5 Redis unreachable or failing, 6 a worker's loop ended on an error.
     """
     if verbose and quiet:
         raise click.UsageError("--verbose and --quiet exclude each other")

@@ -68,7 +68,7 @@ def fleet_options(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         help="File holding the task-signing secret (default: $REAPER_SECRET, "
-        "[fleet] secret_file, $REAPER_SECRET_FILE).",
+        "$REAPER_SECRET_FILE, [fleet] secret_file).",
     )(wrapped)
     wrapped = click.option(
         "--redis-url",

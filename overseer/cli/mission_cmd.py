@@ -232,10 +232,11 @@ class _Outage:
         now = time.monotonic()
         if self.since is None:
             self.since = now
-            click.echo(f"warning: {err.message}; still watching", err=True)
+            click.echo(f"warning: {err.message.rstrip('.')}; still watching", err=True)
         elif now - self.since > WATCH_OUTAGE_SECONDS:
             raise RedisFailedError(
-                f"{err.message} (for over {WATCH_OUTAGE_SECONDS:.0f} s; stopped watching)",
+                f"{err.message.rstrip('.')} (for over {WATCH_OUTAGE_SECONDS:.0f} s; "
+                "stopped watching)",
                 outage=True,
             ) from None
 

@@ -163,11 +163,12 @@ class EngineHost:
             return
         try:
             self.heartbeat(self)
-        except Exception:
+        except Exception as err:
             if not step_failed:
                 raise
-            # Redis is down, most likely: the step's own error is the one to report.
-            self._log.warning("engine_heartbeat_failed", exc_info=True)
+            # Redis is down, most likely: the step's own error (and traceback) is the one to
+            # report; a line a turn, not a traceback a turn, for as long as the outage lasts.
+            self._log.warning("engine_heartbeat_failed", error=f"{type(err).__name__}: {err}")
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop every mission loop and release its lease; True if all ended in time."""

@@ -1,8 +1,9 @@
 """Wiring for the fleet commands: which Redis, which secret, and the ports built on them.
 
 Precedence for the Redis URL: ``--redis-url``, then ``$REDIS_URL``, then ``[fleet] redis_url``,
-then ``redis://localhost:6379/0``. The secret: ``$REAPER_SECRET``, then ``--secret-file`` /
-``[fleet] secret_file``, then ``$REAPER_SECRET_FILE``; without one, only ``--insecure`` runs.
+then ``redis://localhost:6379/0``. The secret, in the same order: ``--secret-file``, then
+``$REAPER_SECRET``, then ``$REAPER_SECRET_FILE``, then ``[fleet] secret_file``; without one,
+only ``--insecure`` runs.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def resolve(
     """What a fleet command runs with; raises SecretError without a secret or --insecure."""
     url = redis_url or env.get("REDIS_URL") or settings.redis_url or DEFAULT_REDIS_URL
     configured = Path(settings.secret_file).expanduser() if settings.secret_file else None
-    signer = signer_for(secret_file or configured, insecure=insecure, env=dict(env))
+    signer = signer_for(secret_file, insecure=insecure, env=dict(env), configured=configured)
     if signer.insecure:
         log.warning(
             "fleet_insecure",

@@ -97,13 +97,23 @@ def test_a_short_secret_is_refused():
         TaskSigner(b"short")
 
 
-def test_secret_precedence(tmp_path: Path):
-    file = tmp_path / "secret"
-    file.write_text("from-the-file-0123456789\n")
-    assert load_secret(file, env={}) == b"from-the-file-0123456789"
-    assert load_secret(None, env={"REAPER_SECRET_FILE": str(file)}) == b"from-the-file-0123456789"
-    assert load_secret(file, env={"REAPER_SECRET": "from-env-0123456789"}) == b"from-env-0123456789"
+def test_secret_precedence_is_the_flag_then_the_environment_then_the_config(tmp_path: Path):
+    # As for the Redis URL: what a command is told, then its environment, then the config.
+    files = {}
+    for name in ("flag", "env-file", "config"):
+        files[name] = tmp_path / name
+        files[name].write_text(f"from-{name}-0123456789\n")
+    env = {"REAPER_SECRET": "from-env-0123456789", "REAPER_SECRET_FILE": str(files["env-file"])}
+    flag, configured = files["flag"], files["config"]
+    assert load_secret(flag, env, configured=configured) == b"from-flag-0123456789"
+    assert load_secret(None, env, configured=configured) == b"from-env-0123456789"
+    del env["REAPER_SECRET"]
+    assert load_secret(None, env, configured=configured) == b"from-env-file-0123456789"
+    assert load_secret(None, {}, configured=configured) == b"from-config-0123456789"
     assert load_secret(None, env={}) is None
+    # The one given wins even when it cannot be read: never a silent fallback to another.
+    with pytest.raises(SecretError, match="cannot read"):
+        load_secret(tmp_path / "missing", {"REAPER_SECRET": "from-env-0123456789"})
 
 
 def test_unreadable_or_empty_secret_files_are_clear_errors(tmp_path: Path):
@@ -134,3 +144,10 @@ def test_a_task_from_a_newer_schema_is_refused_as_malformed():
     err = rejection(signer, json.dumps(signed))
     assert err.code == "TASK_MALFORMED"
     assert "schema_version 999" in str(err)
+
+
+def test_a_signer_never_shows_its_secret():
+    # Tracebacks with locals and debug logs print reprs.
+    signer = TaskSigner(b"s3cret-s3cret-s3cret")
+    assert "s3cret" not in repr(signer)
+    assert "s3cret" not in str(signer)

@@ -747,7 +747,13 @@ def test_the_event_loop_survives_bus_errors_and_finishes_the_mission():
         worker.join(5)
     assert final is not None
     assert final.status is MissionStatus.COMPLETED
-    assert [e["event"] for e in logs].count("engine_loop_error") == 2
+    errors = [e for e in logs if e["event"] == "engine_loop_error"]
+    # The traceback once per run of failures, then one short line per retry; then recovery.
+    assert [("exc_info" in e, e["log_level"], e.get("failures")) for e in errors] == [
+        (True, "error", None),
+        (False, "warning", 2),
+    ]
+    assert [e["failures"] for e in logs if e["event"] == "engine_loop_recovered"] == [2]
 
 
 def test_a_batch_is_applied_in_one_save_and_acknowledged():

@@ -63,3 +63,26 @@ def test_level_filters_and_console_format_renders_text():
     assert "shown_event" in text
     assert "host_id=h1" in text
     assert not text.lstrip().startswith("{")
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_a_logged_traceback_never_shows_the_frames_local_variables(fmt):
+    stream = io.StringIO()
+    configure_logging(fmt, "info", stream=stream)
+
+    def connect() -> None:
+        # Built at run time: the traceback's source lines show code, and code is no secret.
+        password = "-".join(["hunter2", "do", "not", "print"])
+        raise ConnectionError(f"refused ({len(password)} chars sent)")
+
+    try:
+        try:
+            connect()
+        except ConnectionError:
+            structlog.get_logger().exception("engine_loop_error")
+    finally:
+        structlog.reset_defaults()
+    out = stream.getvalue()
+    assert "ConnectionError" in out
+    assert "engine_loop_error" in out
+    assert "hunter2-do-not-print" not in out
