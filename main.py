@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from agents.simulation import SimulatedLab
 from agents.transports.base import TransportFactory
@@ -34,8 +35,16 @@ DEFAULT_INVENTORY = Path(__file__).resolve().parent / "examples" / "lab.toml"
 EXIT_OK, EXIT_MISSION_FAILED, EXIT_TIMEOUT, EXIT_BAD_INPUT = 0, 1, 2, 3
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse's own code is 2, which is this program's "timed out": a bad option is
+        # bad input.
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python main.py",
         description="Run one Reaper mission over a simulated lab, in memory, and show the "
         "outcome per host. This machine is scanned too, in dry run: no process of yours is "

@@ -113,15 +113,17 @@ def load_config(*, explicit: Path | None = None, cwd: Path, env: Mapping[str, st
     file, and silently running on defaults instead would be a surprise. The user and project
     files are optional.
     """
+    named_by = ""
     if explicit is None and env.get(ENV_CONFIG):
         explicit = _expand(env[ENV_CONFIG], cwd=cwd, env=env)
+        named_by = f" (named by ${ENV_CONFIG})"  # else a user wonders where it came from
     elif explicit is not None:
         explicit = _expand(str(explicit), cwd=cwd, env=env)
 
     if explicit is not None:
         if not _is_file(explicit):
             reason = "is not a file" if explicit.exists() else "no such file"
-            raise ConfigError(reason, source=str(explicit))
+            raise ConfigError(reason + named_by, source=str(explicit))
         user_file: Path | None = explicit
     else:
         candidate = user_config_path(env)
@@ -254,10 +256,13 @@ _HEADER = """\
 # One line per key: what it means (the default is on the line below it in the file).
 _HELP: dict[str, dict[str, str]] = {
     "daemon": {
-        "enabled": "Run periodic scans when started as a daemon (reaper daemon).",
+        "enabled": "Run periodic scans when started as a daemon (reaper start).",
         "scan_interval_seconds": "Seconds between two scans (> 0).",
-        "dry_run": "Detect and log, never signal anything.",
-        "pid_file": "PID file that stops a second daemon from starting (unset: none).",
+        "dry_run": "Detect and log, never signal anything (also: reaper start --dry-run).",
+        "pid_file": (
+            "PID file that stops a second daemon from starting "
+            "(unset: $XDG_RUNTIME_DIR/reaper/reaper.pid, else $XDG_STATE_HOME/reaper/reaper.pid)."
+        ),
     },
     "logging": {
         "level": "Least severe level of the daemon's own log: debug | info | warning | error.",
@@ -290,7 +295,9 @@ _HELP: dict[str, dict[str, str]] = {
         "boost_cpu_share": "Raise Reaper's CPU share (nice, autogroup) while it scans.",
     },
     "fleet": {
-        "redis_url": "Redis of fleet mode (unset: --redis-url, $REDIS_URL, redis://localhost:6379/0).",
+        "redis_url": (
+            "Redis of fleet mode (--redis-url and $REDIS_URL win; unset: redis://localhost:6379/0)."
+        ),
         "secret_file": (
             "File holding the task-signing secret "
             "(--secret-file, $REAPER_SECRET and $REAPER_SECRET_FILE win)."

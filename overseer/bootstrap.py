@@ -7,7 +7,7 @@ process: in-memory ports, one agent per OS queue on threads, over the given tran
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -20,7 +20,7 @@ from overseer.service import OverseerService, PlannerFactory, default_planners
 from reaper_engine.audit import AuditSink
 from reaper_engine.clock import Clock
 from reaper_engine.engine import Listener
-from reaper_engine.models import TransportKind
+from reaper_engine.models import AgentType, TransportKind
 from reaper_engine.ports import EventBus, MissionStore, TaskQueue
 from reaper_engine.rules import DEFAULT_RULES, Rule
 from reaper_engine.safety import SafetySettings
@@ -83,12 +83,15 @@ def in_memory_fleet(
     listener: Listener | None = None,
     audit: AuditSink | None = None,
     threads_per_agent: int = 2,
+    agent_types: Collection[AgentType] | None = None,
 ) -> Fleet:
+    """``agent_types``: the agents to run (default: one of each, for a simulated lab)."""
     store, queue, bus = InMemoryMissionStore(), InMemoryTaskQueue(), InMemoryEventBus()
     router = TransportRouter(transports)
     agents = [
         cls(queue, bus, router, rules=rules, safety=safety, clock=clock, audit=audit)
-        for cls in AGENTS.values()
+        for agent_type, cls in AGENTS.items()
+        if agent_types is None or agent_type in agent_types
     ]
     overseer = bootstrap(store=store, queue=queue, bus=bus, clock=clock, listener=listener)
     pool = AgentPool(agents, threads_per_agent=threads_per_agent).start()

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from overseer.cli.output import plural
+
 if TYPE_CHECKING:
     from infra.config_files import LoadedConfig
     from overseer.daemon.paths import DaemonPaths
@@ -154,23 +156,31 @@ def _explicit(config_path: Path | None) -> Path | None:
 
 @click.command()
 @click.option("--foreground", is_flag=True, help="Run in this process; do not daemonise.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Rehearse: decide, log and audit every kill, signal nothing "
+    "(as [daemon] dry_run = true; this flag wins over the files, reloads included).",
+)
 @config_option
-def start(foreground: bool, config_path: Path | None) -> None:
+def start(foreground: bool, dry_run: bool, config_path: Path | None) -> None:
     """Start the daemon: a scan of this machine every daemon.scan_interval_seconds."""
     loaded, paths = _load(config_path)  # first: the log level is the configuration's
     _setup_logging(daemon=foreground, configured=loaded.config.logging.level)
     if foreground:
-        _run_foreground(loaded, _explicit(config_path))
+        _run_foreground(loaded, _explicit(config_path), dry_run=dry_run)
         return
-    _start_detached(loaded, paths, _explicit(config_path))
+    _start_detached(loaded, paths, _explicit(config_path), dry_run=dry_run)
 
 
-def _run_foreground(loaded: LoadedConfig, explicit: Path | None) -> None:
+def _run_foreground(loaded: LoadedConfig, explicit: Path | None, *, dry_run: bool) -> None:
     from overseer.daemon.pidfile import DaemonAlreadyRunningError
     from overseer.daemon.runner import run_daemon
 
     try:
-        code = run_daemon(loaded, explicit=explicit, cwd=Path.cwd(), env=os.environ)
+        code = run_daemon(
+            loaded, explicit=explicit, cwd=Path.cwd(), env=os.environ, dry_run=dry_run
+        )
     except DaemonAlreadyRunningError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_FAILED) from None
@@ -180,7 +190,9 @@ def _run_foreground(loaded: LoadedConfig, explicit: Path | None) -> None:
     raise SystemExit(code)
 
 
-def _start_detached(loaded: LoadedConfig, paths: DaemonPaths, explicit: Path | None) -> None:
+def _start_detached(
+    loaded: LoadedConfig, paths: DaemonPaths, explicit: Path | None, *, dry_run: bool
+) -> None:
     from overseer.daemon.control import (
         daemon_command,
         spawn_detached,
@@ -198,7 +210,7 @@ def _start_detached(loaded: LoadedConfig, paths: DaemonPaths, explicit: Path | N
         )
         raise SystemExit(EXIT_FAILED)
     started_at = datetime.now(UTC)
-    argv = daemon_command(explicit, extra=_log_level_option())
+    argv = daemon_command(explicit, extra=_log_level_option(), dry_run=dry_run)
     child = spawn_detached(argv, log_file=paths.log_file, cwd=Path.cwd(), env=os.environ)
     record = wait_for_start(child, paths.pid_file)
     if record is None:
@@ -217,7 +229,7 @@ def _start_detached(loaded: LoadedConfig, paths: DaemonPaths, explicit: Path | N
         click.echo(f"{_mark('📊')}First scan still running")
     interval = loaded.config.daemon.scan_interval_seconds
     click.echo(f"{_mark('⏱ ')}Scan interval: {interval:g} seconds")
-    if loaded.config.daemon.dry_run:
+    if dry_run or loaded.config.daemon.dry_run:
         click.echo(f"{_mark('🧪')}Dry run: nothing will be signalled")
     click.echo(f"{_mark('📝')}Log: {paths.log_file}")
 
@@ -346,9 +358,9 @@ def _summary_rows(running: bool, state: DaemonState, now: datetime) -> list[str]
     rows.append(_row("Processes", f"{state.processes_monitored} monitored"))
     by = state.rogue_by_priority
     detail = ", ".join(f"{by[p]} {p}" for p in ("critical", "high", "medium", "low") if by.get(p))
-    rogue = f"{sum(by.values())} processes" + (f" ({detail})" if detail else "")
+    rogue = plural(sum(by.values()), "process", "processes") + (f" ({detail})" if detail else "")
     rows.append(_row("Rogue detected", rogue))
-    rows.append(_row("Killed (total)", f"{state.killed_total} processes"))
+    rows.append(_row("Killed (total)", plural(state.killed_total, "process", "processes")))
     rows.append(_row("CPU recovered", f"{state.cpu_recovered_total:g}% (total)"))
     config = ", ".join(_home_abbrev(p) for p in state.config_files) or "built-in defaults"
     rows.append(_row("Config", config))

@@ -37,15 +37,26 @@ def _backend(
     config_path: Path | None = None,
     executable: str | None = None,
 ) -> ServiceBackend:
-    from overseer.services import PLATFORMS, backend_for, build_context, run_command
+    from overseer.services import (
+        PLATFORMS,
+        backend_for,
+        build_context,
+        current_platform,
+        run_command,
+    )
 
     env = dict(os.environ)
-    if config_path is None and env.get("REAPER_CONFIG"):
-        # The service manager does not see this shell's environment: bake the file in, or the
-        # daemon would silently read a different configuration than this CLI does.
-        config_path = Path(env["REAPER_CONFIG"])
     target: Platform | None = next((p for p in PLATFORMS if p == platform), None)
-    ctx = build_context(target, executable=executable, config=config_path, env=env)
+    local = target in (None, current_platform())
+    if config_path is None and env.get("REAPER_CONFIG") and local:
+        # The service manager does not see this shell's environment: bake the file in, or the
+        # daemon would silently read a different configuration than this CLI does. (Not into
+        # another platform's file: this machine's path means nothing there.)
+        config_path = Path(env["REAPER_CONFIG"])
+    try:
+        ctx = build_context(target, executable=executable, config=config_path, env=env)
+    except ValueError as err:  # a relative path for another platform's file
+        raise CliError(str(err)) from None
     return backend_for(ctx, runner or run_command)
 
 
@@ -77,7 +88,8 @@ def make_service_group(runner: Runner | None = None) -> click.Group:
         "--print",
         "print_only",
         is_flag=True,
-        help="Print the file that would be written (its path on stderr); install nothing.",
+        help="Check the configuration, print the file that would be written (UTF-8; its "
+        "path on stderr); install nothing.",
     )
     @click.option(
         "--platform",
@@ -90,8 +102,9 @@ def make_service_group(runner: Runner | None = None) -> click.Group:
         type=click.Path(dir_okay=False),
         default=None,
         metavar="PATH",
-        help="The reaper program the service runs (default: the `reaper` script of this "
-        "installation, else this Python with -m overseer.cli).",
+        help="The program the service runs: a `reaper` script, or a Python interpreter, "
+        "which then gets -m overseer.cli (default: the `reaper` script of this "
+        "installation, else this Python). With --platform, an absolute path on that platform.",
     )
     @click.pass_context
     def install(
@@ -113,22 +126,34 @@ def make_service_group(runner: Runner | None = None) -> click.Group:
             runner, platform=platform, config_path=config_path, executable=executable
         )
         try:
-            text = backend.render()
+            # First, so that a path the service file cannot express is the one error shown.
+            data = backend.render_for_print()
         except ValueError as err:  # a path the service file cannot express
             raise CliError(str(err)) from None
+        service_ctx = backend.ctx
+        if service_ctx.local:
+            # A daemon that cannot load its configuration would restart every 10 seconds
+            # forever: refuse now, naming the file and key, instead. --print too, as it is how
+            # to look before installing, and a printed file may be installed by hand.
+            # (Another platform's file names a configuration on that machine: not read here.)
+            load(Path(service_ctx.config) if service_ctx.config is not None else None)
         if print_only:
             click.echo(f"# {backend.path}", err=True)
-            if backend.ctx.placeholder:
+            if not service_ctx.local:
+                stand_ins = (
+                    "the program path (--executable sets it), home and user"
+                    if service_ctx.placeholder
+                    else "home and user"
+                )
                 click.echo(
-                    "# a template for another machine: the program path, home and user are "
-                    "placeholders (--executable sets the program)",
+                    f"# a template for another machine: {stand_ins} are placeholders; "
+                    "the configuration is that machine's, not checked here",
                     err=True,
                 )
-            click.echo(text, nl=False)
+            # Bytes, as they would be in the file: stdout's encoding (the locale's, on
+            # Windows a code page) must not re-encode a file that declares UTF-8.
+            click.echo(data, nl=False)
             return
-        # A daemon that cannot load its configuration would restart every 10 seconds forever:
-        # refuse now, naming the file and key, instead.
-        load(backend.ctx.config)
         try:
             report = backend.install()
         except OSError as err:  # e.g. a home directory that cannot be written

@@ -51,7 +51,11 @@ class StopResult:
 
 
 def daemon_command(
-    config: Path | None, *, log_format: str = "json", extra: Sequence[str] = ()
+    config: Path | None,
+    *,
+    log_format: str = "json",
+    extra: Sequence[str] = (),
+    dry_run: bool = False,
 ) -> list[str]:
     """The argv of a foreground daemon, as ``reaper start`` spawns it (``extra``: more
     options of the ``overseer.daemon`` group, such as ``--log-level``)."""
@@ -65,6 +69,8 @@ def daemon_command(
         "start",
         "--foreground",
     ]
+    if dry_run:
+        argv.append("--dry-run")
     if config is not None:
         argv += ["--config", str(config)]
     return argv
@@ -152,6 +158,10 @@ def find_daemon(pid_file: Path) -> Found:
     problem = pid_file_owner_problem(pid_file)
     if problem is not None:
         return Found(None, None, problem, problem)
+    if not pid_file.parent.is_dir():
+        # No daemon ever ran with this PID file (it makes the directory); a status or a stop
+        # must not create it, and the lock file beside the PID file cannot exist.
+        return Found(None, None, None, NOT_RUNNING)
     with guarded(pid_file):  # not between a starter creating the file and locking it
         record = read_record(pid_file)
         held = record is not None and lock_is_held(pid_file)

@@ -28,6 +28,7 @@ in-memory store keeps every mission it ever saw.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -129,7 +130,10 @@ class Daemon:
         env: Mapping[str, str],
         notify: NotifyFn | None = None,
         boost: bool = True,
+        dry_run: bool = False,
     ) -> None:
+        self.rehearse = dry_run  # `reaper start --dry-run`: wins over every file, reloads too
+        loaded = rehearsed(loaded) if dry_run else loaded
         self.loaded = loaded
         self.explicit = explicit
         self.cwd = cwd
@@ -297,6 +301,8 @@ class Daemon:
         """Load and validate the configuration again; keep the old one if it is invalid."""
         try:
             loaded = load_config(explicit=self.explicit, cwd=self.cwd, env=self.env)
+            if self.rehearse:
+                loaded = rehearsed(loaded)
         except (ConfigError, OSError) as exc:  # invalid, or unreadable: keep what runs
             log.error(
                 "config_reload_failed", error=str(exc), kept=[str(p) for p in self.loaded.sources]
@@ -490,6 +496,7 @@ class Daemon:
             audit=sink,
             listener=_log_notice,
             threads_per_agent=1,
+            agent_types={self.host.agent_type},  # this machine only: no idle mac/win agents
         )
         config_file = str(self.loaded.user_file) if self.loaded.user_file else None
         for agent in fleet.agents.agents:
@@ -601,12 +608,20 @@ def _log_notice(notice: EngineNotice) -> None:
         log.debug("mission_event", kind=notice.kind, host_id=notice.host_id, detail=notice.detail)
 
 
+def rehearsed(loaded: LoadedConfig) -> LoadedConfig:
+    """``loaded`` with ``daemon.dry_run`` on."""
+    daemon = loaded.config.daemon.model_copy(update={"dry_run": True})
+    return dataclasses.replace(loaded, config=loaded.config.model_copy(update={"daemon": daemon}))
+
+
 def run_daemon(
     loaded: LoadedConfig,
     *,
     explicit: Path | None,
     cwd: Path,
     env: Mapping[str, str],
+    dry_run: bool = False,
 ) -> int:
-    """Run the daemon in this process (``reaper start --foreground``)."""
-    return Daemon(loaded, explicit=explicit, cwd=cwd, env=env).run()
+    """Run the daemon in this process (``reaper start --foreground``); ``dry_run``
+    rehearses whatever the configuration says."""
+    return Daemon(loaded, explicit=explicit, cwd=cwd, env=env, dry_run=dry_run).run()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Protocol
 
 from overseer.services.common import (
@@ -28,6 +28,7 @@ from overseer.services.common import (
     current_platform,
     resolve_program,
     run_command,
+    target_path,
 )
 from overseer.services.launchd import LaunchdAgent
 from overseer.services.systemd import SystemdUserService, UnitError
@@ -59,9 +60,10 @@ __all__ = [
 class ServiceBackend(Protocol):
     platform: str
     ctx: ServiceContext
-    path: Path  # the file install writes
+    path: PurePath  # the file install writes (a concrete Path when ctx.local)
 
     def render(self) -> str: ...
+    def render_for_print(self) -> bytes: ...
     def install(self) -> ServiceReport: ...
     def uninstall(self) -> ServiceReport: ...
     def status(self) -> ServiceReport: ...
@@ -77,12 +79,15 @@ def build_context(
     """Gather what the service file depends on from this process and its environment.
 
     HOME comes from the environment (not the password database) so that tests, and anyone
-    installing for a sandboxed home, control where files go.
+    installing for a sandboxed home, control where files go. Raises ValueError when
+    ``executable`` or ``config`` is not an absolute path of another ``platform``.
     """
     env = dict(os.environ if env is None else env)
     target = platform or current_platform()
+    local = target == current_platform()
     program, placeholder = resolve_program(target, executable)
-    if target != current_platform():
+    home: PurePath
+    if not local:
         # Another platform's file, for reading or copying: nothing of this machine (home,
         # user, XDG variables) applies there.
         env = {}
@@ -96,11 +101,12 @@ def build_context(
         home=home,
         program=program,
         # Absolute: the service manager starts the daemon from another working directory.
-        config=Path(os.path.abspath(config)) if config is not None else None,
+        config=target_path(target, config, "--config") if config is not None else None,
         uid=os.getuid() if hasattr(os, "getuid") else 0,
         user=user,
         env=env,
         placeholder=placeholder,
+        local=local,
     )
 
 

@@ -8,11 +8,12 @@ forget the timeout or slip into a shell.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Literal, Protocol
 
 import structlog
@@ -35,6 +36,12 @@ DEFAULT_TIMEOUT = 30.0
 # What the service manager runs after the program: the daemon in the foreground, because the
 # manager supervises the process itself (restart on failure, stop with SIGTERM, logs).
 DAEMON_ARGS = ("start", "--foreground")
+# What follows a Python interpreter so that it runs the reaper rather than a script.
+MODULE_ARGS = ("-m", "overseer.cli")
+
+# python, python3, python3.11, python3.13t, pythonw, python.exe, pythonw.exe, pypy3, macOS's
+# framework "Python" …: an interpreter needs MODULE_ARGS, the `reaper` script does not.
+_INTERPRETER = re.compile(r"(?:python|pypy)w?(?:\d+(?:\.\d+)*t?)?(?:\.exe)?", re.IGNORECASE)
 
 
 def current_platform() -> Platform:
@@ -96,16 +103,22 @@ def run_command(argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> Com
 
 @dataclass(frozen=True)
 class ServiceContext:
-    """Everything a service file depends on, gathered once so generation is a pure function."""
+    """Everything a service file depends on, gathered once so generation is a pure function.
+
+    Paths are pure paths of the *target* platform's flavour: a file printed for Windows on Linux
+    keeps ``C:\\…`` paths (and one for macOS printed on Windows keeps ``/Users/…``). Only a
+    ``local`` context's paths are read or written, and those are concrete :class:`Path`.
+    """
 
     platform: Platform
-    home: Path
+    home: PurePath
     program: tuple[str, ...]  # argv that runs `reaper`; DAEMON_ARGS follow it
-    config: Path | None = None
+    config: PurePath | None = None
     uid: int = 0
     user: str = ""
     env: Mapping[str, str] = field(default_factory=dict)
     placeholder: bool = False  # program is a stand-in (another platform's file was asked for)
+    local: bool = True  # False: a template for another platform, to print, never to install
 
     @property
     def daemon_argv(self) -> tuple[str, ...]:
@@ -126,12 +139,18 @@ class ServiceReport:
     exit_code: int = EXIT_OK
     lines: list[ReportLine] = field(default_factory=list)
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, code: int = EXIT_OK) -> None:
+        """A plain line; ``code`` is the exit code of a state that is not an error ("not
+        installed" earns 3 without being a failure)."""
         self.lines.append(ReportLine(text))
+        self._earn(code)
 
     def fail(self, text: str, code: int = EXIT_FAILED) -> None:
         self.lines.append(ReportLine(text, error=True))
-        # The first failure decides: a later "not running" must not hide "could not ask".
+        self._earn(code)
+
+    def _earn(self, code: int) -> None:
+        # The first non-zero code decides: a later "not running" must not hide "could not ask".
         if self.exit_code == EXIT_OK:
             self.exit_code = code
 
@@ -145,17 +164,48 @@ class ServiceReport:
 PLACEHOLDER_PROGRAM: dict[Platform, tuple[str, ...]] = {
     "linux": ("/path/to/reaper",),
     "macos": ("/path/to/reaper",),
-    "windows": ("C:\\path\\to\\pythonw.exe", "-m", "overseer.cli"),
+    "windows": ("C:\\path\\to\\pythonw.exe", *MODULE_ARGS),
 }
 
 
 # Home directories for those files, for the same reason.
-PLACEHOLDER_HOME: dict[Platform, Path] = {
-    "linux": Path("/home/you"),
-    "macos": Path("/Users/you"),
-    "windows": Path("C:/Users/you"),
+PLACEHOLDER_HOME: dict[Platform, PurePath] = {
+    "linux": PurePosixPath("/home/you"),
+    "macos": PurePosixPath("/Users/you"),
+    "windows": PureWindowsPath("C:/Users/you"),
 }
 PLACEHOLDER_USER = "you"
+
+
+def path_flavour(platform: Platform) -> type[PurePath]:
+    return PureWindowsPath if platform == "windows" else PurePosixPath
+
+
+def target_path(platform: Platform, raw: str | os.PathLike[str], what: str) -> PurePath:
+    """``raw`` as an absolute path on ``platform`` (``what`` names it in the error).
+
+    On this machine's own platform a relative path is taken from the working directory, as
+    any command-line path is. For another platform's file there is no working directory to
+    take it from, and this machine's rules must not apply: ``C:\\Tools\\x.exe`` is absolute
+    on Windows however Linux sees it, and ``/opt/x`` is not absolute on Windows.
+    """
+    if platform == current_platform():
+        # abspath, not resolve(): resolving a venv's bin/python symlink escapes the venv.
+        return Path(os.path.abspath(raw))
+    path = path_flavour(platform)(raw)
+    if not path.is_absolute():
+        example = "C:\\..." if platform == "windows" else "/..."
+        raise ValueError(
+            f"{what} '{raw}' is not an absolute {platform} path: a file for another "
+            f"machine needs its full path there ({example})"
+        )
+    return path
+
+
+def is_interpreter(platform: Platform, program: str) -> bool:
+    """Whether ``program`` names a Python interpreter (by its file name, as ``platform``
+    splits paths), as opposed to the ``reaper`` script or another wrapper."""
+    return _INTERPRETER.fullmatch(path_flavour(platform)(program).name) is not None
 
 
 def resolve_program(
@@ -163,26 +213,30 @@ def resolve_program(
 ) -> tuple[tuple[str, ...], bool]:
     """The absolute argv that starts `reaper` for ``platform``, and whether it is a placeholder.
 
-    Preference, for the platform we run on: ``executable`` if given; the ``reaper`` script
-    installed next to this interpreter (the same environment as the running CLI, unlike a
-    ``reaper`` found first on PATH); else this interpreter with ``-m overseer.cli``. On Windows
-    the default is ``pythonw.exe -m overseer.cli``: the console script would open a console
-    window at every logon, pythonw has none.
+    Preference, for the platform we run on: ``executable`` if given (followed by
+    ``-m overseer.cli`` when it is a Python interpreter); the ``reaper`` script installed next
+    to this interpreter (the same environment as the running CLI, unlike a ``reaper`` found
+    first on PATH); else this interpreter with ``-m overseer.cli``. On Windows the default is
+    ``pythonw.exe -m overseer.cli``: the console script would open a console window at every
+    logon, pythonw has none. Raises ValueError for a relative ``executable`` for another
+    platform.
     """
     if executable is not None:
-        # abspath, not resolve(): resolving a venv's bin/python symlink escapes the venv.
-        return (os.path.abspath(executable),), False
+        program = str(target_path(platform, executable, "--executable"))
+        # An interpreter would otherwise run `python start --foreground`: a script named start.
+        extra = MODULE_ARGS if is_interpreter(platform, program) else ()
+        return (program, *extra), False
     if platform != current_platform():
         return PLACEHOLDER_PROGRAM[platform], True
     interpreter = Path(os.path.abspath(sys.executable))
     if platform == "windows":
         pythonw = interpreter.with_name("pythonw.exe")
         chosen = pythonw if pythonw.is_file() else interpreter
-        return (str(chosen), "-m", "overseer.cli"), False
+        return (str(chosen), *MODULE_ARGS), False
     script = interpreter.with_name("reaper")
     if script.is_file() and os.access(script, os.X_OK):
         return (str(script),), False
-    return (str(interpreter), "-m", "overseer.cli"), False
+    return (str(interpreter), *MODULE_ARGS), False
 
 
 def write_atomically(path: Path, data: bytes) -> bool:

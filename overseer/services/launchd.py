@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import plistlib
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from overseer.services.common import (
@@ -27,11 +27,11 @@ LABEL = "io.reaper.daemon"
 THROTTLE_SECONDS = 10
 
 
-def plist_path(ctx: ServiceContext) -> Path:
+def plist_path(ctx: ServiceContext) -> PurePath:
     return ctx.home / "Library" / "LaunchAgents" / f"{LABEL}.plist"
 
 
-def log_dir(ctx: ServiceContext) -> Path:
+def log_dir(ctx: ServiceContext) -> PurePath:
     return ctx.home / "Library" / "Logs" / "reaper"
 
 
@@ -76,6 +76,9 @@ class LaunchdAgent:
     def render(self) -> str:
         return render_plist(self.ctx)
 
+    def render_for_print(self) -> bytes:
+        return self.render().encode()  # the bytes install writes; the plist declares UTF-8
+
     def _launchctl(self, *args: str) -> CommandResult:
         return self.runner(["launchctl", *args])
 
@@ -83,8 +86,8 @@ class LaunchdAgent:
         report = ServiceReport()
         # launchd does not create the log directory, and an agent whose log paths cannot be
         # opened fails to start without saying why.
-        log_dir(self.ctx).mkdir(parents=True, exist_ok=True)
-        changed = write_atomically(self.path, self.render().encode())
+        Path(log_dir(self.ctx)).mkdir(parents=True, exist_ok=True)
+        changed = write_atomically(Path(self.path), self.render().encode())
         report.say(f"wrote {self.path}" if changed else f"{self.path} is up to date")
         # bootstrap refuses a label that is already loaded (error 5), so unload any old copy
         # first; failure here just means it was not loaded.
@@ -104,7 +107,8 @@ class LaunchdAgent:
 
     def uninstall(self) -> ServiceReport:
         report = ServiceReport()
-        if not self.path.exists():
+        file = Path(self.path)
+        if not file.exists():
             report.say(f"not installed: no {self.path}")
             return report
         out = self._launchctl("bootout", self.target)
@@ -114,19 +118,27 @@ class LaunchdAgent:
             report.say(f"stopped and unloaded {LABEL}")
         else:
             report.say(f"{LABEL} was not loaded ({out.why()})")
-        self.path.unlink()
+        file.unlink()
         report.say(f"removed {self.path}")
         return report
 
     def status(self) -> ServiceReport:
         report = ServiceReport()
-        current = read_text(self.path)
+        current = read_text(Path(self.path))
         if current is None:
-            report.fail(f"plist: {self.path} (absent: not installed)", EXIT_NOT_RUNNING)
-        else:
-            report.say(f"plist: {self.path}")
-            if current != self.render():
-                report.say("  differs from what `reaper service install` writes now: re-run it")
+            # A state, not an error; launchctl is asked only whether an agent whose plist was
+            # deleted by hand is still loaded (and its daemon running), which "not installed"
+            # alone would hide.
+            report.say(f"not installed (no plist at {self.path})", EXIT_NOT_RUNNING)
+            if self._launchctl("print", self.target).ok:
+                report.say(
+                    f"  but {LABEL} is still loaded in {self.domain}: "
+                    f"launchctl bootout {self.target}"
+                )
+            return report
+        report.say(f"plist: {self.path}")
+        if current != self.render():
+            report.say("  differs from what `reaper service install` writes now: re-run it")
         info = self._launchctl("print", self.target)
         if info.returncode == RC_NOT_FOUND:
             self._failed(report, info)

@@ -8,7 +8,7 @@ safety policy refuses others'), so it needs no root, and the user manager starts
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from overseer.services.common import (
     EXIT_NOT_RUNNING,
@@ -108,7 +108,7 @@ def render_unit(ctx: ServiceContext) -> str:
     return _HEADER + _BODY.format(exec_start=exec_start)
 
 
-def unit_path(ctx: ServiceContext) -> Path:
+def unit_path(ctx: ServiceContext) -> PurePath:
     """Where the user manager looks: ``$XDG_CONFIG_HOME/systemd/user`` (default ``~/.config``)."""
     xdg = ctx.env.get("XDG_CONFIG_HOME", "")
     # The XDG spec says a relative value is invalid and must be ignored.
@@ -123,6 +123,16 @@ _BY_HAND = (
 )
 
 
+# How systemctl says it could not reach the manager at all (bus_log_connect_full() in
+# systemd ≥ 248, "Failed to connect to bus" before, "Failed to get D-Bus connection" before 221).
+# Other failures are not this, e.g. "Failed to get unit file state for reaper.service: No such
+# file or directory" only means that there is no such unit file.
+_UNREACHABLE = ("Failed to connect to ", "Failed to get D-Bus connection")
+
+# is-active states in which a process of the unit may be running.
+_RUNNING_STATES = frozenset({"active", "activating", "deactivating", "reloading", "refreshing"})
+
+
 class SystemdUserService:
     platform = "linux"
 
@@ -133,6 +143,9 @@ class SystemdUserService:
 
     def render(self) -> str:
         return render_unit(self.ctx)
+
+    def render_for_print(self) -> bytes:
+        return self.render().encode()  # the bytes install writes
 
     def _render_or_none(self) -> str | None:
         try:
@@ -145,12 +158,13 @@ class SystemdUserService:
 
     def install(self) -> ServiceReport:
         report = ServiceReport()
-        existed = self.path.exists()
-        changed = write_atomically(self.path, self.render().encode())
+        file = Path(self.path)
+        existed = file.exists()
+        changed = write_atomically(file, self.render().encode())
         report.say(f"wrote {self.path}" if changed else f"{self.path} is up to date")
         reload = self._systemctl("daemon-reload")
         if not reload.ok:
-            self._manager_unreachable(report, reload)
+            self._systemctl_failed(report, reload)
             report.say("the unit file is in place; to enable and start it by hand:")
             for line in _BY_HAND:
                 report.say(line)
@@ -170,17 +184,18 @@ class SystemdUserService:
 
     def uninstall(self) -> ServiceReport:
         report = ServiceReport()
-        if not self.path.exists():
+        file = Path(self.path)
+        if not file.exists():
             report.say(f"not installed: no {self.path}")
             return report
         disable = self._systemctl("disable", "--now", UNIT_NAME)
         if disable.ok:
             report.say(f"stopped and disabled {UNIT_NAME}")
         else:
-            self._manager_unreachable(report, disable)
+            self._systemctl_failed(report, disable)
             if disable.returncode != RC_NOT_FOUND:
                 report.say(f"if it is running, it keeps running: systemctl --user stop {UNIT_NAME}")
-        self.path.unlink()
+        file.unlink()
         report.say(f"removed {self.path}")
         if disable.ok:
             reload = self._systemctl("daemon-reload")
@@ -190,30 +205,48 @@ class SystemdUserService:
 
     def status(self) -> ServiceReport:
         report = ServiceReport()
-        current = read_text(self.path)
+        current = read_text(Path(self.path))
         if current is None:
-            report.fail(f"unit file: {self.path} (absent: not installed)", EXIT_NOT_RUNNING)
-        else:
-            report.say(f"unit file: {self.path}")
-            if current != self._render_or_none():
-                report.say("  differs from what `reaper service install` writes now: re-run it")
+            # A state, not an error: nothing here to ask systemctl about, and its answers for
+            # a unit without a file ("Failed to get unit file state … No such file or
+            # directory") would read as failures.
+            report.say(f"not installed (no unit file at {self.path})", EXIT_NOT_RUNNING)
+            self._note_orphan(report)
+            return report
+        report.say(f"unit file: {self.path}")
+        if current != self._render_or_none():
+            report.say("  differs from what `reaper service install` writes now: re-run it")
         enabled = self._systemctl("is-enabled", UNIT_NAME)
         active = self._systemctl("is-active", UNIT_NAME)
         # is-enabled/is-active exit non-zero for "disabled"/"inactive", with the state on
-        # stdout; no stdout at all means systemctl could not ask the manager.
+        # stdout; no stdout at all means systemctl could not answer (see _systemctl_failed).
         for label, result in (("enabled", enabled), ("active", active)):
             state = result.stdout.strip()
             if not state:
-                self._manager_unreachable(report, result)
+                self._systemctl_failed(report, result)
                 return report
             report.say(f"{label}: {state}")
         if active.stdout.strip() != "active":
             report.fail("the daemon is not running", EXIT_NOT_RUNNING)
         return report
 
+    def _note_orphan(self, report: ServiceReport) -> None:
+        """A unit whose file was deleted by hand stays loaded, and its daemon running, until
+        stopped: "not installed" alone would hide that daemon."""
+        active = self._systemctl("is-active", UNIT_NAME)
+        state = active.stdout.strip()
+        if state in _RUNNING_STATES:  # anything else, an unreachable manager included: nothing
+            report.say(
+                f"  but {UNIT_NAME} is still {state} in the user manager: "
+                f"systemctl --user stop {UNIT_NAME}"
+            )
+
     @staticmethod
-    def _manager_unreachable(report: ServiceReport, result: CommandResult) -> None:
+    def _systemctl_failed(report: ServiceReport, result: CommandResult) -> None:
+        why = result.why()
         if result.returncode == RC_NOT_FOUND:
             report.fail("systemctl not found: this system does not run systemd")
+        elif any(marker in result.stderr + result.stdout for marker in _UNREACHABLE):
+            report.fail(f"the systemd user manager is not reachable: {why}")
         else:
-            report.fail(f"the systemd user manager is not reachable: {result.why()}")
+            report.fail(f"{' '.join(result.argv)} failed: {why}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from overseer.services.common import (
     EXIT_NOT_RUNNING,
@@ -26,6 +26,9 @@ TASK_NS = "http://schemas.microsoft.com/windows/2004/02/mit/task"
 # schtasks reads the file in the encoding its declaration names; UTF-16 with a BOM is what
 # Task Scheduler itself exports, and the form schtasks /XML accepts everywhere.
 FILE_ENCODING = "utf-16"
+# `--print` writes UTF-8 (a terminal cannot show UTF-16, and a redirect to a file must match the
+# declaration inside it); schtasks /XML reads UTF-8 as well when the declaration says so.
+PRINT_ENCODING = "utf-8"
 
 _SETTINGS: tuple[tuple[str, str], ...] = (
     # One daemon: a second logon (fast user switching, RDP) must not start another.
@@ -55,9 +58,9 @@ def task_user(ctx: ServiceContext) -> str:
     return f"{domain}\\{name}" if domain and name else name
 
 
-def task_file(ctx: ServiceContext) -> Path:
+def task_file(ctx: ServiceContext) -> PurePath:
     local = ctx.env.get("LOCALAPPDATA", "")
-    base = Path(local) if local else ctx.home / "AppData" / "Local"
+    base: PurePath = Path(local) if local else ctx.home / "AppData" / "Local"
     return base / "Reaper" / "reaper-task.xml"
 
 
@@ -68,7 +71,8 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
     return element
 
 
-def render_task_xml(ctx: ServiceContext) -> str:
+def render_task_xml(ctx: ServiceContext, encoding: str = FILE_ENCODING) -> str:
+    """The task definition, declaring ``encoding``: the text must be written in that encoding."""
     argv = ctx.daemon_argv
     user = task_user(ctx)
     task = ET.Element(f"{{{TASK_NS}}}Task", {"version": "1.2"})
@@ -104,7 +108,7 @@ def render_task_xml(ctx: ServiceContext) -> str:
     ET.register_namespace("", TASK_NS)
     ET.indent(task)
     body = ET.tostring(task, encoding="unicode")
-    return f'<?xml version="1.0" encoding="UTF-16"?>\n{body}\n'
+    return f'<?xml version="1.0" encoding="{encoding.upper()}"?>\n{body}\n'
 
 
 class WindowsLogonTask:
@@ -118,12 +122,15 @@ class WindowsLogonTask:
     def render(self) -> str:
         return render_task_xml(self.ctx)
 
+    def render_for_print(self) -> bytes:
+        return render_task_xml(self.ctx, PRINT_ENCODING).encode(PRINT_ENCODING)
+
     def _schtasks(self, *args: str) -> CommandResult:
         return self.runner(["schtasks", *args])
 
     def install(self) -> ServiceReport:
         report = ServiceReport()
-        changed = write_atomically(self.path, self.render().encode(FILE_ENCODING))
+        changed = write_atomically(Path(self.path), self.render().encode(FILE_ENCODING))
         report.say(f"wrote {self.path}" if changed else f"{self.path} is up to date")
         # /F replaces an existing task of that name, so install is repeatable.
         create = self._schtasks("/Create", "/TN", TASK_NAME, "/XML", str(self.path), "/F")
@@ -154,14 +161,15 @@ class WindowsLogonTask:
             report.say(f"stopped and deleted task {TASK_NAME}")
         else:
             report.say(f"no task {TASK_NAME} is registered")
-        if self.path.exists():
-            self.path.unlink()
+        file = Path(self.path)
+        if file.exists():
+            file.unlink()
             report.say(f"removed {self.path}")
         return report
 
     def status(self) -> ServiceReport:
         report = ServiceReport()
-        current = read_text(self.path, FILE_ENCODING)
+        current = read_text(Path(self.path), FILE_ENCODING)
         if current is None:
             report.say(f"task file: {self.path} (absent)")
         else:
@@ -173,7 +181,9 @@ class WindowsLogonTask:
             self._failed(report, query)
             return report
         if not query.ok:
-            report.fail(f"task {TASK_NAME}: not registered", EXIT_NOT_RUNNING)
+            # What Task Scheduler knows decides, not the XML file (it is only read at install):
+            # a state, not an error.
+            report.say(f"not installed (no task {TASK_NAME} is registered)", EXIT_NOT_RUNNING)
             return report
         status = next(
             (

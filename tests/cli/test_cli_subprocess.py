@@ -228,3 +228,24 @@ def test_console_script_kills_with_yes(env, victims: Victims):
     assert not alive(victims.victim)
     assert alive(victims.bystander)
     assert [r["outcome"] for r in victims.audit_lines()] == ["terminated"]
+
+
+@needs_script
+def test_status_and_stop_before_any_daemon_ever_ran(env, tmp_path):
+    # No state or runtime directory yet: a fresh user's first `reaper status`.
+    env = {
+        **env,
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+    }
+    status = reaper("status", env=env)
+    assert status.returncode == 3, status.stderr
+    assert "Traceback" not in status.stderr
+    assert "never run" in status.stdout
+    stop = reaper("stop", env=env)
+    assert stop.returncode == 0, stop.stderr
+    assert "Traceback" not in stop.stderr
+    assert "not running" in (stop.stdout + stop.stderr).lower()
+    # Asking created nothing.
+    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / "run").exists()

@@ -240,7 +240,7 @@ def test_daemon_end_to_end(
     status = env.run("status")
     assert status.returncode == 0, status.stderr
     assert f"Running (PID {daemon.pid})" in status.stdout
-    assert "Killed (total):  1 processes" in status.stdout
+    assert "Killed (total):  1 process" in status.stdout
     assert "KILLED PID" in status.stdout
     assert "test_daemon_victim" in status.stdout
     assert "probe" in status.stdout
@@ -281,7 +281,7 @@ def test_daemon_end_to_end(
     stopped = env.run("status")
     assert stopped.returncode == 3
     assert "Not running" in stopped.stdout
-    assert "Killed (total):  1 processes" in stopped.stdout  # the persisted state
+    assert "Killed (total):  1 process\n" in stopped.stdout  # the persisted state
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import pytest
 
 import overseer.daemon.runner as runner_module
 from infra.config_files import load_config
+from overseer.daemon.control import daemon_command, is_daemon_cmdline
 from overseer.daemon.pidfile import PidFileError, check_pid_path
 from overseer.daemon.runner import Daemon
 
@@ -59,3 +60,33 @@ def test_the_daemon_exits_non_zero_when_its_watch_loop_dies(tmp_path, monkeypatc
     monkeypatch.setattr(daemon, "_apply_pending", broken)
     assert daemon.run() == 1
     assert not (tmp_path / "reaper.pid").exists()
+
+
+def test_start_dry_run_rehearses_whatever_the_files_say_reloads_included(tmp_path):
+    # `reaper start --dry-run` over a file that says nothing of dry_run (false by default).
+    plain = _daemon(tmp_path)
+    assert plain.loaded.config.daemon.dry_run is False
+    rehearsal = Daemon(
+        plain.loaded,
+        explicit=plain.explicit,
+        cwd=tmp_path,
+        env=plain.env,
+        boost=False,
+        dry_run=True,
+    )
+    assert rehearsal.loaded.config.daemon.dry_run is True
+    assert rehearsal.reload() is True  # the file, read again, still says nothing of it
+    assert rehearsal.loaded.config.daemon.dry_run is True
+
+
+def test_the_detached_daemon_gets_the_flag_and_is_still_recognised():
+    argv = daemon_command(Path("/etc/reaper.toml"), dry_run=True)
+    assert argv[argv.index("start") :] == [
+        "start",
+        "--foreground",
+        "--dry-run",
+        "--config",
+        "/etc/reaper.toml",
+    ]
+    assert is_daemon_cmdline(argv)
+    assert "--dry-run" not in daemon_command(None)

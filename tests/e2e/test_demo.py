@@ -204,3 +204,12 @@ def test_fleet_stops_every_thread_promptly_even_mid_mission():
         "reap", load_inventory(LAB), MissionOptions(retry_backoff_seconds=30)
     )
     assert fleet.close(timeout=5) is True
+
+
+@pytest.mark.parametrize("args", [("--kind", "bogus"), ("--timeout", "soon"), ("--nope",)])
+def test_demo_bad_options_are_bad_input_not_a_timeout(args):
+    # argparse's own exit code, 2, is this program's "timed out".
+    proc = run_demo(*args)
+    assert proc.returncode == 3, proc.stderr
+    assert "error:" in proc.stderr
+    assert "Traceback" not in proc.stderr

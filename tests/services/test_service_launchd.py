@@ -118,9 +118,30 @@ def test_status_running(ctx, recorder):
     assert recorder.calls[-1] == ("launchctl", "print", f"gui/501/{LABEL}")
 
 
-def test_status_not_loaded(ctx, recorder):
+def test_status_not_installed_is_a_plain_state(ctx, recorder):
     recorder.answer("launchctl", "print", rc=113, stderr="Could not find service")
+    agent = LaunchdAgent(ctx, recorder)
+    report = agent.status()
+    assert report.exit_code == EXIT_NOT_RUNNING
+    assert [(line.text, line.error) for line in report.lines] == [
+        (f"not installed (no plist at {agent.path})", False)
+    ]
+
+
+def test_status_not_installed_but_still_loaded(ctx, recorder):
+    recorder.answer("launchctl", "print", stdout=_PRINT_RUNNING)
     report = LaunchdAgent(ctx, recorder).status()
     assert report.exit_code == EXIT_NOT_RUNNING
-    assert "absent: not installed" in report.text
-    assert "loaded: no" in report.text
+    assert not any(line.error for line in report.lines)
+    assert report.lines[1].text == (
+        f"  but {LABEL} is still loaded in gui/501: launchctl bootout gui/501/{LABEL}"
+    )
+
+
+def test_status_installed_but_not_loaded(ctx, recorder):
+    agent = LaunchdAgent(ctx, recorder)
+    agent.install()
+    recorder.answer("launchctl", "print", rc=113, stderr="Could not find service")
+    report = agent.status()
+    assert report.exit_code == EXIT_NOT_RUNNING
+    assert report.lines[-1].text == f"loaded: no ({LABEL} is not in gui/501)"

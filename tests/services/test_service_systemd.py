@@ -285,18 +285,81 @@ def test_status_notes_a_stale_unit_and_a_stopped_daemon(home, fake_reaper, recor
     assert "active: failed" in report.text
 
 
-def test_status_not_installed(home, fake_reaper, recorder):
-    recorder.answer("systemctl", "--user", "is-enabled", rc=4, stdout="not-found\n")
-    recorder.answer("systemctl", "--user", "is-active", rc=3, stdout="inactive\n")
+@pytest.mark.parametrize(
+    ("enabled", "active"),
+    [
+        # systemd 252 (Debian 12) with a reachable manager, and with none (what the walkthrough
+        # saw: is-enabled reads unit files without the manager, is-active needs the bus).
+        (
+            (1, "", "Failed to get unit file state for reaper.service: No such file or directory"),
+            (3, "inactive\n", ""),
+        ),
+        (
+            (1, "", "Failed to get unit file state for reaper.service: No such file or directory"),
+            (1, "", "Failed to connect to bus: No medium found"),
+        ),
+        ((4, "not-found\n", ""), (3, "inactive\n", "")),  # newer systemd
+    ],
+)
+def test_status_not_installed_is_a_plain_state(home, fake_reaper, recorder, enabled, active):
+    for verb, (rc, out, err) in (("is-enabled", enabled), ("is-active", active)):
+        recorder.answer("systemctl", "--user", verb, rc=rc, stdout=out, stderr=err)
+    svc = service(home, fake_reaper, recorder)
+    report = svc.status()
+    assert report.exit_code == EXIT_NOT_RUNNING
+    assert [(line.text, line.error) for line in report.lines] == [
+        (f"not installed (no unit file at {svc.path})", False)
+    ]
+
+
+def test_status_not_installed_but_the_old_unit_still_runs(home, fake_reaper, recorder):
+    # The unit file was deleted by hand: the user manager keeps the unit, and the daemon, up.
+    recorder.answer("systemctl", "--user", "is-active", stdout="active\n")
     report = service(home, fake_reaper, recorder).status()
     assert report.exit_code == EXIT_NOT_RUNNING
-    assert "absent: not installed" in report.text
+    assert not any(line.error for line in report.lines)
+    assert report.lines[1].text == (
+        "  but reaper.service is still active in the user manager: "
+        "systemctl --user stop reaper.service"
+    )
 
 
-def test_status_without_a_user_manager(home, fake_reaper, recorder):
-    recorder.answer("systemctl", rc=1, stderr="Failed to connect to bus: No medium found")
+@pytest.mark.parametrize(
+    "bus_error",
+    [
+        "Failed to connect to bus: No medium found",  # systemd < 248
+        "Failed to connect to user scope bus via local transport: $DBUS_SESSION_BUS_ADDRESS "
+        "and $XDG_RUNTIME_DIR not defined (consider using --machine=<user>@.host --user to "
+        "connect to bus of other user)",  # systemd >= 248
+        "Failed to get D-Bus connection: Operation not permitted",  # systemd < 221
+    ],
+)
+def test_status_without_a_user_manager(home, fake_reaper, recorder, bus_error):
+    recorder.answer("systemctl", rc=1, stderr=bus_error)
     svc = service(home, fake_reaper, recorder)
     svc.install()
     report = svc.status()
     assert report.exit_code == EXIT_FAILED
-    assert "user manager is not reachable" in report.text
+    assert report.lines[-1].error
+    assert report.lines[-1].text == f"the systemd user manager is not reachable: {bus_error}"
+
+
+def test_status_does_not_blame_the_manager_for_another_failure(home, fake_reaper, recorder):
+    # The file is there but the manager reads another directory (XDG_CONFIG_HOME differs):
+    # systemctl answered, so "not reachable" would send the user looking in the wrong place.
+    svc = service(home, fake_reaper, recorder)
+    svc.install()
+    recorder.answer(
+        "systemctl",
+        "--user",
+        "is-enabled",
+        rc=1,
+        stderr="Failed to get unit file state for reaper.service: No such file or directory\n",
+    )
+    report = svc.status()
+    assert report.exit_code == EXIT_FAILED
+    assert "not reachable" not in report.text
+    assert report.lines[-1].text == (
+        "systemctl --user is-enabled reaper.service failed: "
+        "Failed to get unit file state for reaper.service: No such file or directory"
+    )

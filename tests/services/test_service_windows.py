@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -105,6 +106,36 @@ def test_status(ctx, recorder):
     report = task.status()
     assert report.exit_code == EXIT_NOT_RUNNING
     assert "status Ready" in report.text
+
+
+def test_status_not_installed_is_a_plain_state(ctx, recorder):
+    recorder.answer(
+        "schtasks",
+        "/Query",
+        rc=1,
+        stderr="ERROR: The system cannot find the file specified.\r\n",
+    )
+    task = WindowsLogonTask(ctx, recorder)
+    report = task.status()
+    assert report.exit_code == EXIT_NOT_RUNNING
+    assert [(line.text, line.error) for line in report.lines] == [
+        (f"task file: {task.path} (absent)", False),
+        (f"not installed (no task {TASK_NAME} is registered)", False),
+    ]
+
+
+def test_printed_task_is_utf8_as_its_declaration_says(ctx, recorder):
+    # Non-ASCII where it matters: a user or a path outside ASCII must survive the round trip.
+    odd = dataclasses.replace(ctx, user="José", env={"USERNAME": "José"})
+    task = WindowsLogonTask(odd, recorder)
+    data = task.render_for_print()
+    assert data.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
+    root = ET.fromstring(data)  # expat decodes by the declaration
+    assert text(root, "t:Principals/t:Principal/t:UserId") == "José"
+    assert "José".encode() in data
+    # What install writes keeps its own, different, consistent pair.
+    assert task.render().startswith('<?xml version="1.0" encoding="UTF-16"?>\n')
+    assert ET.fromstring(task.render().encode("utf-16")).tag == root.tag
 
 
 def test_schtasks_missing(ctx, recorder):

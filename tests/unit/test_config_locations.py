@@ -169,6 +169,7 @@ def test_missing_explicit_file_is_an_error(tmp_path: Path, env: dict[str, str]) 
     assert str(err) == f"{missing}: no such file"
     err = config_error(tmp_path, {**env, "REAPER_CONFIG": str(missing)})
     assert err.source == str(missing)
+    assert str(err) == f"{missing}: no such file (named by $REAPER_CONFIG)"
 
 
 def test_explicit_directory_is_an_error(tmp_path: Path, env: dict[str, str]) -> None:
