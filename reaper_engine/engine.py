@@ -11,17 +11,17 @@ completed changes nothing.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 import structlog
 from pydantic import ValidationError
 
+from reaper_engine.admission import admit, dispatch_due
 from reaper_engine.clock import Clock, SystemClock
 from reaper_engine.effects import Effects
 from reaper_engine.errors import ConcurrentUpdateError
@@ -30,11 +30,9 @@ from reaper_engine.mission_records import (
     LOCKED_ERROR,
     TIMEOUT_ERROR,
     WITHDRAWN,
-    budget_used,
     complete_task,
     is_late_reap,
     last_record,
-    never_tasked,
     protected_count,
     scanned,
     timeout_result,
@@ -46,12 +44,9 @@ from reaper_engine.models import (
     HostState,
     HostStatus,
     KillOutcome,
-    MissionKind,
     MissionState,
     MissionStatus,
-    PendingTask,
     ReapData,
-    ReapParams,
     ResultEvent,
     ResultStatus,
     ScanData,
@@ -68,8 +63,6 @@ log = structlog.get_logger(__name__)
 
 BAD_DATA_ERROR = "BAD_RESULT_DATA"
 NOTHING_PLANNED = "nothing planned"
-# The outcome detail of a host that has had no task yet, while every proposal for it is refused.
-_NOT_ADMITTED = "no task admitted: "
 _SAVE_RETRIES = 8
 # Task ids per tasks_dispatched log line. Host ids are at most 63 characters, so a task id
 # is under 90: a line stays under 9 KiB, below the 16 KiB at which Docker splits log lines.
@@ -146,8 +139,8 @@ class MissionEngine:
         if fx.planner_error is not None:
             for host in state.hosts.values():
                 host.outcome_detail = f"{NOTHING_PLANNED}: planner failed ({fx.planner_error})"
-        self._admit(state, planned, fx, now, dispatch=True)
-        self._dispatch_due(state, fx, now)  # anything the given state had pending
+        admit(state, planned, fx, now, dispatch=True)
+        dispatch_due(state, fx, now)  # anything the given state had pending
         self._settle(state, fx, now)
         with self._lock:
             saved = self.store.create(state)
@@ -239,7 +232,7 @@ class MissionEngine:
                     fx.discard.append(task_id)  # never let a stale task run late
                     self._apply(state, pending.task, timeout_result(pending.task, now), fx, now)
                     changed = True
-            changed |= self._dispatch_due(state, fx, now)
+            changed |= dispatch_due(state, fx, now)
             fx.reindex(state)  # its floor exact again: the next tick walks only when due
             if changed:
                 state.updated_at = now
@@ -568,7 +561,7 @@ class MissionEngine:
         if state.status is MissionStatus.RUNNING and not host.locked:
             planned = self._ask_planner(lambda: self.planner.next_tasks(state, task, event), fx)
             # What this result admits and is due goes out with it; tick() dispatches the rest.
-            self._admit(state, planned, fx, now, dispatch=True)
+            admit(state, planned, fx, now, dispatch=True)
         # Only this host's tasks changed, so only it can have finished.
         self._settle(state, fx, now, host)
         if state.updated_at != now:  # the same for every result of a batch
@@ -684,145 +677,6 @@ class MissionEngine:
             fx.log(logging.ERROR, "planner_failed", planner=self.planner.name, exc_info=err)
             return []
 
-    def _admit(
-        self,
-        state: MissionState,
-        planned: list[PlannedTask],
-        fx: Effects,
-        now: datetime,
-        *,
-        dispatch: bool = False,
-    ) -> None:
-        """Turn proposals into tasks, enforcing the limits the planner cannot override;
-        ``dispatch``: those already due are dispatched at once.
-
-        A refusal for a host that has had no task yet is kept as its outcome detail: if it
-        never gets one, that is why it ends the mission incomplete (see ``_settle``)."""
-        for proposal in planned:
-            host = state.hosts.get(proposal.host_id)
-            refusal = self._refusal(state, host, proposal)
-            params = proposal.params
-            if refusal is None and host is not None:
-                if host.outcome_detail.startswith(_NOT_ADMITTED):
-                    host.outcome_detail = ""  # it gets a task after all
-                if proposal.action is Action.REAP:
-                    params, refusal = self._within_budget(state, host, proposal.params, fx)
-            if refusal is not None or host is None:
-                fx.log(
-                    logging.WARNING,
-                    "planned_task_refused",
-                    host_id=proposal.host_id,
-                    action=proposal.action.value,
-                    reason=refusal,
-                )
-                if host is not None and never_tasked(state, host, fx):
-                    why = f"{proposal.action.value} refused ({refusal})"
-                    host.outcome_detail = (
-                        f"{host.outcome_detail}; {why}"
-                        if host.outcome_detail.startswith(_NOT_ADMITTED)
-                        else f"{_NOT_ADMITTED}{why}"
-                    )
-                continue
-            if proposal.attempt > 1:
-                state.counters.retries += 1
-            task = self._materialise(state, host, proposal, params, now)
-            if dispatch and task.is_due(now):
-                # One PendingTask, born dispatched, rather than one pending and its copy.
-                entry = PendingTask(task=task, dispatched_at=now)
-                self._dispatched(state, task, fx)
-            else:
-                entry = PendingTask(task=task)
-            state.pending_tasks[task.task_id] = entry
-            fx.pending_added(state, entry)
-            if host.outcome is not None:
-                host.outcome = None
-            if host.last_status is HostStatus.ERROR:
-                host.last_status = HostStatus.DEGRADED  # no longer failed for good
-
-    def _refusal(
-        self, state: MissionState, host: HostState | None, proposal: PlannedTask
-    ) -> str | None:
-        if host is None:
-            return "unknown host"
-        if host.locked:
-            return "host locked"
-        if state.kind is MissionKind.AUDIT and proposal.action is Action.REAP:
-            return "audit missions are read-only"
-        if proposal.attempt > state.options.max_attempts:
-            return f"attempt {proposal.attempt} exceeds max_attempts"
-        return None
-
-    def _within_budget(
-        self, state: MissionState, host: HostState, params: dict[str, object], fx: Effects
-    ) -> tuple[dict[str, object], str | None]:
-        try:
-            approved = ReapParams.model_validate(params).approved
-        except ValidationError as err:
-            return params, f"invalid reap params: {err.error_count()} error(s)"
-        remaining = state.options.kill_budget_per_host - budget_used(state, host, fx)
-        if remaining <= 0:
-            host.outcome_detail = "kill budget exhausted"
-            return params, "kill budget exhausted"
-        if len(approved) > remaining:
-            fx.log(
-                logging.WARNING,
-                "kill_budget_truncated",
-                host_id=host.host_id,
-                asked=len(approved),
-                allowed=remaining,
-            )
-            host.outcome_detail = f"kill budget allowed {remaining} of {len(approved)}"
-        # max_kills also bounds group and tree members, which the engine cannot foresee.
-        capped = ReapParams(approved=approved[:remaining], max_kills=remaining)
-        return capped.model_dump(mode="json"), None
-
-    def _materialise(
-        self,
-        state: MissionState,
-        host: HostState,
-        proposal: PlannedTask,
-        params: dict[str, object],
-        now: datetime,
-    ) -> Task:
-        not_before = (
-            now + timedelta(seconds=proposal.delay_seconds) if proposal.delay_seconds else None
-        )
-        start = not_before or now
-        return Task(
-            task_id=f"{proposal.action.value}-{host.host_id}-{_random_suffix()}",
-            mission_id=state.mission_id,
-            host_id=host.host_id,
-            agent_type=host.spec.agent_type,
-            action=proposal.action,
-            params=params,
-            attempt=proposal.attempt,
-            created_at=now,
-            not_before=not_before,
-            deadline=start + timedelta(seconds=state.options.task_timeout_seconds),
-            # The mission's and the host's dry-run win over any planner.
-            dry_run=state.options.dry_run or host.spec.dry_run,
-            target=host.spec,
-        )
-
-    def _dispatch_due(self, state: MissionState, fx: Effects, now: datetime) -> bool:
-        """Dispatch the pending tasks that are due."""
-        due = [
-            p.task
-            for p in state.pending_tasks.values()
-            if p.dispatched_at is None and p.task.is_due(now)
-        ]
-        for task in due:
-            state.pending_tasks[task.task_id] = PendingTask(task=task, dispatched_at=now)
-            self._dispatched(state, task, fx)
-        return bool(due)
-
-    def _dispatched(self, state: MissionState, task: Task, fx: Effects) -> None:
-        """The bookkeeping of a task just marked dispatched: count it, publish it once saved."""
-        state.counters.tasks_dispatched += 1
-        fx.publish.append(task)
-        if fx.notify:
-            fx.note("dispatched", task.host_id, f"{task.action.value} (attempt {task.attempt})")
-
     def _settle(
         self, state: MissionState, fx: Effects, now: datetime, only: HostState | None = None
     ) -> None:
@@ -868,12 +722,6 @@ class MissionEngine:
             kills=state.counters.kills,
             findings=state.counters.findings,
         )
-
-
-def _random_suffix() -> str:
-    """48 random bits in hex, as the first 12 hex digits of a uuid4 were, for a third of
-    the cost (no UUID object): what keeps task ids unique across engines and restarts."""
-    return os.urandom(6).hex()
 
 
 def _min_level(logger: object) -> int:

@@ -21,6 +21,7 @@ from agents.transports.router import TransportRouter
 from infra.codec import encode
 from infra.memory import InMemoryEventBus, InMemoryMissionStore, InMemoryTaskQueue
 from overseer.mission_view import render_table
+from reaper_engine.admission import admit
 from reaper_engine.clock import ManualClock
 from reaper_engine.effects import Effects as _FakeEffects
 from reaper_engine.engine import (
@@ -279,7 +280,7 @@ def test_a_failed_host_given_a_new_task_is_no_longer_in_error():
     rig.engine.process_result(result_for(task, ResultStatus.ERROR, error_code="BOOM"))
     state = rig.state()
     assert state.hosts["lnx"].last_status is HostStatus.ERROR
-    rig.engine._admit(state, [PlannedTask("lnx", Action.DISCOVER)], _FakeEffects(), rig.clock.now())
+    admit(state, [PlannedTask("lnx", Action.DISCOVER)], _FakeEffects(), rig.clock.now())
     host = state.hosts["lnx"]
     assert (host.outcome, host.last_status) == (None, HostStatus.DEGRADED)
 
@@ -689,7 +690,7 @@ def test_reap_tasks_carry_the_remaining_budget_and_pending_reaps_count_against_i
     state = rig.state()
     # A second reap proposed while the first is pending gets nothing: the budget is in use.
     fx = _FakeEffects()
-    rig.engine._admit(  # the admission rule itself
+    admit(  # the admission rule itself
         state, [PlannedTask("lnx", Action.REAP, reap.params)], fx, rig.clock.now()
     )
     # Logged once the change is saved: here, only recorded.
