@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -222,6 +223,8 @@ def resolve_program(
     platform.
     """
     if executable is not None:
+        if platform == current_platform():
+            executable = _local_program(executable)
         program = str(target_path(platform, executable, "--executable"))
         # An interpreter would otherwise run `python start --foreground`: a script named start.
         extra = MODULE_ARGS if is_interpreter(platform, program) else ()
@@ -237,6 +240,17 @@ def resolve_program(
     if script.is_file() and os.access(script, os.X_OK):
         return (str(script),), False
     return (str(interpreter), *MODULE_ARGS), False
+
+
+def _local_program(executable: str) -> str:
+    """``executable`` for this machine: a bare name is looked up on PATH, as a shell would,
+    not taken from the working directory (``python3`` is not ``./python3``)."""
+    if os.sep in executable or (os.altsep is not None and os.altsep in executable):
+        return executable
+    found = shutil.which(executable)
+    if found is None:
+        raise ValueError(f"--executable '{executable}' is not on PATH: give its full path")
+    return found
 
 
 def write_atomically(path: Path, data: bytes) -> bool:

@@ -307,3 +307,21 @@ def test_print_refuses_an_invalid_config_as_install_does(
     assert printed.stderr.count("\n") == 1
     assert recorder.calls == []
     assert not (home / ".config/systemd").exists()
+
+
+@linux_only
+def test_a_bare_executable_name_is_found_on_path_not_in_the_working_directory(
+    cli, home, tmp_path, monkeypatch
+):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "python3"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    result = cli("install", "--print", "--executable", "python3")
+    assert result.exit_code == 0, result.output
+    assert f"ExecStart={python} -m overseer.cli start --foreground\n" in result.stdout
+    missing = cli("install", "--print", "--executable", "no-such-reaper")
+    assert missing.exit_code == 2
+    assert "'no-such-reaper' is not on PATH" in missing.stderr
