@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reaper_engine.errors import ConfigError
-from reaper_engine.models import Inventory
+from reaper_engine.models import HostSpec, Inventory
 from reaper_engine.models.inventory import parse_inventory
 
 
@@ -37,7 +37,8 @@ def pin_table_paths(inventory: Inventory, inventory_path: str | Path) -> Invento
         if isinstance(ref, str) and ("/" in ref or ref.endswith(".toml")):
             pinned = Path(ref) if Path(ref).is_absolute() else base / ref
             options = {**host.options, "process_table": str(pinned)}
-            hosts.append(host.model_copy(update={"options": options}))
+            # Validated, not model_copy(update=...): options must come back read-only.
+            hosts.append(HostSpec.model_validate({**host.model_dump(), "options": options}))
         else:
             hosts.append(host)
     return inventory.model_copy(update={"hosts": tuple(hosts)})

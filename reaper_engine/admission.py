@@ -106,6 +106,8 @@ def refused_because(
 def within_budget(
     state: MissionState, host: HostState, params: dict[str, object], fx: Effects
 ) -> tuple[dict[str, object], str | None]:
+    """A reap's params cut to the host's remaining kill budget (the rest as ``max_kills``),
+    and why it is refused, if it is: invalid params, or no budget left."""
     try:
         approved = ReapParams.model_validate(params).approved
     except ValidationError as err:

@@ -58,7 +58,7 @@ EUID_MEMORY_SECONDS: Final = 300.0
 """How long `ProcfsReader.read` trusts a remembered euid before reading ``status`` again."""
 
 _EuidKey = tuple[int, int]  # (pid, start time in clock ticks since boot)
-_Euid = tuple[int, float]  # (euid, when read from status)
+_Euid = tuple[int, float]  # (euid, when read from status: time.monotonic())
 _DELETED: Final = " (deleted)"
 
 
@@ -242,6 +242,7 @@ class ProcfsReader:
 
     def read(self) -> ProcessSnapshot:
         taken_at = time.time()
+        read_at = time.monotonic()  # the memory's clock: wall time may step back
         self._ensure_boot_info()
         processes: list[ProcessInfo] = []
         skipped: dict[str, int] = {}
@@ -252,7 +253,7 @@ class ProcfsReader:
                 continue
             reason: str
             try:
-                processes.append(self._read_pid(entry, known, learned, taken_at))
+                processes.append(self._read_pid(entry, known, learned, taken_at, read_at))
                 continue
             except (FileNotFoundError, ProcessLookupError):
                 reason = VANISHED
@@ -295,9 +296,11 @@ class ProcfsReader:
         known: Mapping[_EuidKey, _Euid] = MappingProxyType({}),
         learned: dict[_EuidKey, _Euid] | None = None,
         taken_at: float = 0.0,
+        read_at: float = 0.0,
     ) -> ProcessInfo:
         """One process. ``known`` is the euid memory to use, ``learned`` (if given) collects
-        it for the next read made at ``taken_at`` (see the class docstring)."""
+        it for the next read, made at ``taken_at`` (wall clock) and ``read_at`` (monotonic;
+        see the class docstring)."""
         dir_fd = os.open(f"{self._root}/{entry}", os.O_RDONLY | os.O_DIRECTORY)
         try:
             owner = os.fstat(dir_fd).st_uid
@@ -314,14 +317,14 @@ class ProcfsReader:
             if owner == 0 and self._exact_uid and not no_mm:
                 key = (pid, starttime)
                 remembered = known.get(key)
-                if remembered is not None and remembered[1] > taken_at - EUID_MEMORY_SECONDS:
+                if remembered is not None and remembered[1] > read_at - EUID_MEMORY_SECONDS:
                     uid = remembered[0]
                     if learned is not None:
                         learned[key] = remembered
                 else:
                     uid = parse_status_euid(_read_all("status", dir_fd))
                     if learned is not None and create_time <= taken_at - EUID_SETTLED_SECONDS:
-                        learned[key] = (uid, taken_at)
+                        learned[key] = (uid, read_at)
             cmdline: tuple[str, ...] = ()
             exe: str | None = None
             if not no_mm:

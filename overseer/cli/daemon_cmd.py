@@ -224,7 +224,8 @@ def _start_detached(
     click.echo(f"{_mark('✅')}Reaper daemon started (PID {record.pid})")
     state = _wait_first_scan(paths.state_file, started_at, read_state)
     if state is not None:
-        click.echo(f"{_mark('📊')}Monitoring {state.processes_monitored} processes")
+        monitored = plural(state.processes_monitored, "process", "processes")
+        click.echo(f"{_mark('📊')}Monitoring {monitored}")
     else:
         click.echo(f"{_mark('📊')}First scan still running")
     interval = loaded.config.daemon.scan_interval_seconds

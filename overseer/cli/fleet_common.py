@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -39,7 +39,7 @@ class FleetArgs:
     """The options every fleet command takes, gathered by :func:`fleet_options`."""
 
     config_path: Path | None
-    redis_url: str | None
+    redis_url: str | None = field(repr=False)  # may hold a password
     secret_file: Path | None
     insecure: bool
 
@@ -105,7 +105,8 @@ def connect_fleet(
         setup = resolve(
             loaded.config.fleet,
             redis_url=fleet.redis_url,
-            secret_file=fleet.secret_file,
+            # A --secret-file would win over that key (and must be readable): not asked for.
+            secret_file=None if read_only else fleet.secret_file,
             insecure=insecure,
             env=env,
         )

@@ -9,7 +9,7 @@ only ``--insecure`` runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 @dataclass(frozen=True, slots=True)
 class FleetSetup:
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password
     prefix: str
     signer: TaskSigner
 

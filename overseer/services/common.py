@@ -247,6 +247,10 @@ def _local_program(executable: str) -> str:
     not taken from the working directory (``python3`` is not ``./python3``)."""
     if os.sep in executable or (os.altsep is not None and os.altsep in executable):
         return executable
+    if sys.platform == "win32":
+        # shutil.which looks in the working directory first on Windows: a pythonw.exe there
+        # would become what runs at every logon. A full path leaves nothing to guess.
+        raise ValueError(f"--executable '{executable}': give its full path on Windows")
     found = shutil.which(executable)
     if found is None:
         raise ValueError(f"--executable '{executable}' is not on PATH: give its full path")

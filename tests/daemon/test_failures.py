@@ -75,8 +75,14 @@ def test_start_dry_run_rehearses_whatever_the_files_say_reloads_included(tmp_pat
         dry_run=True,
     )
     assert rehearsal.loaded.config.daemon.dry_run is True
-    assert rehearsal.reload() is True  # the file, read again, still says nothing of it
+    # Now the file says the opposite, and a SIGHUP reads it again.
+    config = tmp_path / "reaper.toml"
+    config.write_text(config.read_text().replace("[daemon]\n", "[daemon]\ndry_run = false\n"))
+    assert rehearsal.reload() is True
+    rehearsal._apply_pending()  # what the worker thread does with a reload
+    assert rehearsal.state.reloads == 1
     assert rehearsal.loaded.config.daemon.dry_run is True
+    assert rehearsal.state.dry_run is True  # what `reaper status` shows
 
 
 def test_the_detached_daemon_gets_the_flag_and_is_still_recognised():

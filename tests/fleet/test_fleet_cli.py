@@ -63,6 +63,22 @@ def test_reading_commands_need_no_secret_but_do_need_redis(run):
     assert "127.0.0.1:9" in result.output
 
 
+@pytest.mark.parametrize("command", [("mission", "list"), ("mission", "status", "m1"), ("health",)])
+def test_reading_commands_ignore_a_secret_file_they_do_not_need(run, tmp_path: Path, command):
+    result = run(*command, "--secret-file", str(tmp_path / "nope"))
+    assert result.exit_code == 5, result.output  # not 2: the file is never read
+    assert "secret" not in result.output
+
+
+def test_an_ordering_command_reads_the_secret_file_before_the_environment(
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("REAPER_SECRET", "from-the-environment-0123456789")
+    result = run("worker", "--agent", "linux", "--secret-file", str(tmp_path / "nope"))
+    assert result.exit_code == 2  # the flag wins, and a named file must be readable
+    assert "cannot read the fleet secret file" in result.output
+
+
 def test_an_unsupported_url_scheme_is_refused(run):
     result = run("mission", "list", "--redis-url", "http://example.invalid/")
     assert result.exit_code == 2

@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.signing import load_secret, signer_for
+from overseer.fleet.setup import resolve
+from reaper_engine.config import FleetSettings
 from reaper_engine.models import Action
 from reaper_engine.signing import SecretError, TaskRejectedError, TaskSigner
 from tests.factories import T0, make_task
@@ -151,3 +153,20 @@ def test_a_signer_never_shows_its_secret():
     signer = TaskSigner(b"s3cret-s3cret-s3cret")
     assert "s3cret" not in repr(signer)
     assert "s3cret" not in str(signer)
+
+
+def test_a_fleet_command_resolves_flag_then_environment_then_config(tmp_path: Path):
+    files = {}
+    for name in ("flag", "config"):
+        files[name] = tmp_path / name
+        files[name].write_text(f"from-{name}-0123456789\n")
+    settings = FleetSettings(secret_file=str(files["config"]))
+
+    def secret(flag: Path | None, env: dict[str, str]) -> bytes | None:
+        setup = resolve(settings, redis_url=None, secret_file=flag, insecure=False, env=env)
+        return setup.signer.secret
+
+    env = {"REAPER_SECRET": "from-env-0123456789"}
+    assert secret(files["flag"], env) == b"from-flag-0123456789"
+    assert secret(None, env) == b"from-env-0123456789"
+    assert secret(None, {}) == b"from-config-0123456789"

@@ -386,9 +386,9 @@ def test_a_remembered_euid_is_read_again_once_it_is_old(fake_proc, monkeypatch):
     def uid() -> int | None:
         return next(p.uid for p in reader.read().processes if p.pid == 500)
 
-    start = time.time()
+    start = time.monotonic()
     clock = [start]
-    monkeypatch.setattr(procfs.time, "time", lambda: clock[0])
+    monkeypatch.setattr(procfs.time, "monotonic", lambda: clock[0])
     assert uid() == 1000
     (pid_dir / "status").write_text(status.format(2000))  # a late setuid(), say
     clock[0] = start + procfs.EUID_MEMORY_SECONDS - 1

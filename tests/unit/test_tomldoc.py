@@ -9,9 +9,10 @@ import pytest
 from agents.simulation import load_table
 from agents.simulation.table import ProcessTable
 from infra.config_files import load_config
-from overseer.inventory import load_inventory
+from overseer.inventory import load_inventory, pin_table_paths
 from reaper_engine.errors import ConfigError
 from reaper_engine.models import OS, Inventory, TransportKind
+from reaper_engine.models.frozen import FrozenDict
 from reaper_engine.models.inventory import parse_inventory
 from reaper_engine.tomldoc import locate, parse_toml
 
@@ -333,3 +334,16 @@ def test_a_process_table_that_is_not_utf8_names_the_file(tmp_path) -> None:
     bad.write_bytes(b"description = '\xff\xfe'\n")
     with pytest.raises(ConfigError, match=r"table\.toml.*not UTF-8"):
         load_table("table.toml", tmp_path)
+
+
+def test_pinned_table_paths_are_absolute_and_the_options_stay_read_only(tmp_path: Path):
+    inventory = parse_inventory(
+        '[[hosts]]\nhost_id = "a"\nos = "linux"\ntransport = "simulated"\n'
+        'options = { process_table = "tables/mine.toml", flaky = 2 }\n',
+        str(tmp_path / "lab.toml"),
+    )
+    (host,) = pin_table_paths(inventory, tmp_path / "lab.toml").hosts
+    assert host.options == {"process_table": str(tmp_path / "tables/mine.toml"), "flaky": 2}
+    assert isinstance(host.options, FrozenDict)
+    with pytest.raises(TypeError, match="read-only"):
+        host.options["flaky"] = 3  # type: ignore[index]
