@@ -55,6 +55,19 @@ def _structlog_config_is_per_test() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _unconfigured_logs_go_nowhere() -> Iterator[None]:
+    """structlog's default prints to stdout: a thread a test left logging (a server winding
+    down after its test) would print into the runner's own output. Rendered, not printed:
+    ``capture_logs`` and the tests that configure logging themselves are unaffected."""
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _in_memory_saves_are_verified() -> Iterator[None]:
     """Every in-memory save is read back and compared with the state saved: a change the
     stores' deltas cannot see (a value mutated in place) fails the test that made it."""
