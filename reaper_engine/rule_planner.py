@@ -75,7 +75,8 @@ class RuleBasedPlanner:
                         host.host_id,
                         Action.REAP,
                         params.model_dump(mode="json"),
-                        reason=f"{len(killable)} rogue process(es) found",
+                        reason=f"{len(killable)} rogue "
+                        f"{'process' if len(killable) == 1 else 'processes'} found",
                     )
                 ]
             case Action.REAP:

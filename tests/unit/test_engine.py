@@ -993,7 +993,7 @@ def test_a_listener_hears_every_change_in_order():
         ),
         ("dispatched", "lnx", "scan (attempt 1)"),
         ("applied", "lnx", "scan success: 20 processes, 11 finding(s) (3 not killable)"),
-        ("host_done", "lnx", "findings: 8 rogue process(es) found"),
+        ("host_done", "lnx", "findings: 8 rogue processes found"),
         ("mission_finished", None, "completed"),
     ]
 
