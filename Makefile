@@ -40,9 +40,10 @@ typecheck: $(STAMP) ## mypy --strict over the packages
 
 check: lint typecheck test ## everything CI checks
 
-bench: $(STAMP) ## scan/rules vs psutil and ps (idle, 20 busy loops), fleet throughput on Redis; ~4 min (docs/benchmarks.md)
+bench: $(STAMP) ## scan/rules vs psutil and ps (idle, 20 busy loops), readers, start-up, fleet throughput on Redis; ~5 min (docs/benchmarks.md)
 	$(BIN)/python bench/bench_scan.py --procs 1000 --busy 20 --reps 7
 	$(BIN)/python bench/bench_readers.py --extra 1000 --reps 7
+	$(BIN)/python bench/bench_startup.py --runs 11
 	$(BIN)/python bench/bench_fleet.py --hosts 50,1000 --reps 5 --big-reps 3 --tasks 2000 --jobs 200
 
 clean: ## remove the virtualenv and caches

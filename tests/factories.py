@@ -81,6 +81,16 @@ def make_record(
     )
 
 
+def with_history(p: ProcessInfo, seconds: float, *, used: float = 0.0) -> ProcessInfo:
+    """``p`` with scan history, as the daemon's repeated looks build it: one look ``seconds``
+    before this one, and ``used`` CPU seconds spent since. What ``idle_seconds`` and
+    ``duration_seconds`` are measured over; with a single look (a one-shot scan) the detector
+    falls back to the process's lifetime (docs/configuration.md)."""
+    now = T0.timestamp()
+    samples = ((now - seconds, p.cpu_time - used), (now, p.cpu_time))
+    return p.model_copy(update={"cpu_samples": samples})
+
+
 def result_for(task: Task, status: ResultStatus = ResultStatus.SUCCESS, **kw: Any) -> ResultEvent:
     return ResultEvent.for_task(task, status, **kw)
 

@@ -1,6 +1,7 @@
 """Controlling a daemon from outside: start it detached, find it, stop it.
 
-``signal_our_daemon`` is the one place where Reaper sends a signal outside the terminator.
+``signal_our_daemon`` is where Reaper signals its own daemon; besides the terminator, the
+only other signals are the daemon's to its own health-check children (``health.py``).
 The terminator is the path for processes that *rules* selected, with protections that would
 (rightly) refuse this one: it is our own process, in our own session. Stopping our own daemon
 is an operator's explicit request about a process the PID file says we started, so it is

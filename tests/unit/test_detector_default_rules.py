@@ -7,7 +7,7 @@ import pytest
 
 from reaper_engine.models import Priority, ProcessInfo
 from reaper_engine.rules import DEFAULT_RULES
-from tests.factories import proc
+from tests.factories import proc, with_history
 from tests.unit.detector_helpers import DAY, HOUR, evaluate, rule_of
 
 
@@ -202,3 +202,12 @@ def test_orphaned_monitor(cmd: str) -> None:
 )
 def test_orphaned_monitor_near_misses(p: ProcessInfo) -> None:
     assert rule_of(p) is None
+
+
+def test_scan_history_from_the_factory_is_what_window_rules_read():
+    # The helper a new window rule's tests use (docs/development.md).
+    idle = with_history(proc(cmd="/tmp/test_loop", age=2 * HOUR, cpu_time=30.0), HOUR)
+    assert idle.window_cpu(HOUR) == (0.0, 0.0)
+    busy = with_history(proc(cmd="/tmp/test_loop", age=2 * HOUR, cpu_time=30.0), 100, used=50)
+    assert busy.window_cpu(100) == (50.0, 50.0)
+    assert proc(cmd="/tmp/test_loop").window_cpu(1) is None  # one look: no window
