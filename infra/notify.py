@@ -21,6 +21,7 @@ from typing import Protocol
 import structlog
 
 from reaper_engine.config import NotificationSettings
+from reaper_engine.humanize import plural
 from reaper_engine.models import KillOutcome
 
 log = structlog.get_logger(__name__)
@@ -163,10 +164,6 @@ class NotifyFn(Protocol):
     ) -> bool: ...
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}es"
-
-
 def kill_summary(records: Iterable[KillLike]) -> str | None:
     """One line for a batch of kills: "Killed 3 processes (CPU recovered 299%)", or None.
 
@@ -189,9 +186,11 @@ def kill_summary(records: Iterable[KillLike]) -> str | None:
         return None
     parts = []
     if killed:
-        parts.append(f"Killed {_plural(killed, 'process')} (CPU recovered {recovered:.0f}%)")
+        parts.append(
+            f"Killed {plural(killed, 'process', 'processes')} (CPU recovered {recovered:.0f}%)"
+        )
     if failed:
-        parts.append(f"could not kill {_plural(failed, 'process')}")
+        parts.append(f"could not kill {plural(failed, 'process', 'processes')}")
     text = "; ".join(parts)
     return text[0].upper() + text[1:]
 

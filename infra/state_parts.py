@@ -267,7 +267,7 @@ class PartTracker:
                 return
             seen = self._seen.get(state.mission_id, ())
             base = next((copy for copy in seen if copy.fits(state)), None)
-            if base is not None and base.order == tuple(state.hosts):
+            if base is not None:
                 base.advance(state, state.version, revision)
             else:
                 base = _Copy.of(state, revision)

@@ -1,4 +1,4 @@
-"""Short human forms for durations and sizes, as the CLI and reasons show them."""
+"""Short human forms for durations, sizes and counts, as the CLI and reasons show them."""
 
 from __future__ import annotations
 
@@ -16,3 +16,9 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m {secs}s"
     return f"{secs}s"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 process``, ``2 processes``. (overseer/cli/output.py keeps the CLI's own: the
+    command modules ``reaper --help`` lists import nothing of the domain.)"""
+    return f"{count} {word if count == 1 else (many or word + 's')}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from reaper_engine.humanize import plural
 from reaper_engine.models import (
     HostOutcome,
     HostState,
@@ -33,7 +34,10 @@ def decide_outcome(
     killable = sum(1 for f in host.findings if f.killable)
     if kind is MissionKind.AUDIT:
         if killable:
-            return HostOutcome.FINDINGS, f"{_processes(killable, 'rogue ')} found"
+            return (
+                HostOutcome.FINDINGS,
+                f"{plural(killable, 'rogue process', 'rogue processes')} found",
+            )
         return HostOutcome.CLEAN, "no rogue processes"
     real = [k for k in host.kills if not k.dry_run]
     rehearsed = [k for k in host.kills if k.dry_run and k.outcome is KillOutcome.DRY_RUN]
@@ -46,14 +50,12 @@ def decide_outcome(
         )
     if reaped or gone:
         extra = f", {len(gone)} had already exited" if gone else ""
-        return HostOutcome.REAPED, f"{_processes(len(reaped))} reaped{extra}"
+        return HostOutcome.REAPED, f"{plural(len(reaped), 'process', 'processes')} reaped{extra}"
     if rehearsed:
         return HostOutcome.FINDINGS, f"dry run: would reap {len(rehearsed)}"
     if killable:
-        return HostOutcome.FINDINGS, f"{_processes(killable, 'rogue ')} left alone"
+        return (
+            HostOutcome.FINDINGS,
+            f"{plural(killable, 'rogue process', 'rogue processes')} left alone",
+        )
     return HostOutcome.CLEAN, "no rogue processes"
-
-
-def _processes(count: int, kind: str = "") -> str:
-    """``1 rogue process``, ``8 rogue processes``."""
-    return f"{count} {kind}{'process' if count == 1 else 'processes'}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from reaper_engine.humanize import plural
 from reaper_engine.models import (
     Action,
     KillOutcome,
@@ -75,8 +76,7 @@ class RuleBasedPlanner:
                         host.host_id,
                         Action.REAP,
                         params.model_dump(mode="json"),
-                        reason=f"{len(killable)} rogue "
-                        f"{'process' if len(killable) == 1 else 'processes'} found",
+                        reason=f"{plural(len(killable), 'rogue process', 'rogue processes')} found",
                     )
                 ]
             case Action.REAP:
