@@ -8,26 +8,15 @@ due or overdue?"), each question would otherwise be a walk over every pending ta
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from reaper_engine.models import PendingTask, Task
-
-# The lower bound of a task that is due at once (no backoff, not yet dispatched).
-_AT_ONCE = datetime.min.replace(tzinfo=UTC)
-
-
-def needs_engine_at(entry: PendingTask) -> datetime:
-    """When ``entry`` first needs the engine: the end of its backoff if it waits for one,
-    at once if it waits to be dispatched, else its deadline (it times out then)."""
-    if entry.dispatched_at is None:
-        return entry.task.not_before or _AT_ONCE
-    return entry.task.deadline
 
 
 @dataclass(slots=True)
 class PendingIndex:
-    """Pending task ids by host, and ``floor``: no pending task needs the engine before it
-    (None when nothing is pending).
+    """Pending task ids by host, and ``floor``: the earliest ``PendingTask.wakeup`` — no
+    pending task needs the engine before it (None when nothing is pending).
 
     An index describes one ``pending_tasks`` dict object (``fits``): a state loaded afresh
     has another, so an index made for an older copy is never used for it. The changes that
@@ -45,7 +34,7 @@ class PendingIndex:
         floor: datetime | None = None
         for task_id, entry in pending.items():
             by_host.setdefault(entry.task.host_id, set()).add(task_id)
-            at = needs_engine_at(entry)
+            at = entry.wakeup()
             if floor is None or at < floor:
                 floor = at
         return cls(pending, by_host, floor)
@@ -56,7 +45,7 @@ class PendingIndex:
     def added(self, entry: PendingTask) -> None:
         task = entry.task
         self.by_host.setdefault(task.host_id, set()).add(task.task_id)
-        at = needs_engine_at(entry)
+        at = entry.wakeup()
         if self.floor is None or at < self.floor:
             self.floor = at
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Self
 
@@ -29,6 +29,7 @@ from reaper_engine.models.task import Task
 from reaper_engine.models.tracked import TrackedDict, tracked
 
 LAST_TASKS_KEPT = 20
+_AT_ONCE = datetime.min.replace(tzinfo=UTC)  # the wakeup of a task due now
 _LOCKED = operator.attrgetter("locked")
 _PRIVATE = operator.attrgetter("__pydantic_private__")
 _WATCH = operator.itemgetter("_watch")
@@ -88,10 +89,11 @@ class PendingTask(BaseModel):
     dispatched_at: AwareDatetime | None = None
 
     def wakeup(self) -> datetime:
-        """When the engine must next look at this task: dispatch time, or its deadline."""
-        if self.dispatched_at is None and self.task.not_before is not None:
-            return self.task.not_before
-        return self.task.deadline
+        """When the engine must next look at this task: its deadline once dispatched (it
+        times out then); before, the end of its backoff, or at once if it has none."""
+        if self.dispatched_at is not None:
+            return self.task.deadline
+        return self.task.not_before or _AT_ONCE
 
 
 class HostState(BaseModel):

@@ -26,7 +26,6 @@ from reaper_engine.models import (
     ResultStatus,
     Task,
 )
-from reaper_engine.pending_index import needs_engine_at
 from reaper_engine.planner import PlannedTask
 from reaper_engine.ports import Delivery
 from reaper_engine.rule_planner import RuleBasedPlanner
@@ -71,7 +70,7 @@ def _check_kept_index(engine: MissionEngine) -> None:
     assert {host: ids for host, ids in index.by_host.items() if ids} == by_host
     for entry in kept.pending_tasks.values():
         assert index.floor is not None
-        assert index.floor <= needs_engine_at(entry)
+        assert index.floor <= entry.wakeup()
 
 
 def _nothing_due_left(state: MissionState, now: Any) -> None:

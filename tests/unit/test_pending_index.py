@@ -11,7 +11,7 @@ from infra.memory import InMemoryEventBus, InMemoryMissionStore, InMemoryTaskQue
 from reaper_engine.engine import MissionEngine
 from reaper_engine.mission_records import TIMEOUT_ERROR
 from reaper_engine.models import AgentType, MissionStatus, PendingTask
-from reaper_engine.pending_index import PendingIndex, needs_engine_at
+from reaper_engine.pending_index import PendingIndex
 from reaper_engine.rule_planner import RuleBasedPlanner
 from tests.factories import T0, clock, host_spec, make_state, make_task
 
@@ -33,9 +33,9 @@ def test_an_empty_mission_is_quiet_for_ever():
 
 
 def test_each_kind_of_pending_task_needs_the_engine_at_its_own_time():
-    assert needs_engine_at(_entry("t1", sent=True)) == T0 + timedelta(seconds=60)  # deadline
-    assert needs_engine_at(_entry("t2", backoff=5.0)) == T0 + timedelta(seconds=5)
-    waiting = needs_engine_at(_entry("t3"))  # not yet dispatched, no backoff: at once
+    assert _entry("t1", sent=True).wakeup() == T0 + timedelta(seconds=60)  # deadline
+    assert _entry("t2", backoff=5.0).wakeup() == T0 + timedelta(seconds=5)
+    waiting = _entry("t3").wakeup()  # not yet dispatched, no backoff: at once
     assert waiting < T0
     assert not PendingIndex.of({"t3": _entry("t3")}).quiet_until(T0)
 
@@ -64,13 +64,11 @@ def test_the_floor_is_exact_when_made_and_no_later_than_any_task_after_edits(spe
     for n, (host, backoff, sent) in enumerate(specs):
         pending[f"t{n}"] = _entry(f"t{n}", host, backoff=backoff, sent=sent)
     index = PendingIndex.of(pending)
-    times = [needs_engine_at(e) for e in pending.values()]
+    times = [e.wakeup() for e in pending.values()]
     assert index.floor == (min(times) if times else None)
     for task_id in list(pending)[::2]:
         index.removed(pending.pop(task_id).task)
-    assert all(
-        index.floor is not None and index.floor <= needs_engine_at(e) for e in pending.values()
-    )
+    assert all(index.floor is not None and index.floor <= e.wakeup() for e in pending.values())
     assert {t for ids in index.by_host.values() for t in ids} == set(pending)
 
 
